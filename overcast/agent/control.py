@@ -1,0 +1,141 @@
+"""The agent's side of "Agent <-> control plane" (docs/architecture.md): four routes, bearer
+cluster token, retries with backoff on connection errors and 5xx (the control plane may restart
+while clusters keep running). The token is never logged: it lives only in the client's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from overcast.bootconfig import BootConfig
+
+logger = logging.getLogger("overcast.agent.control")
+
+# httpx logs every request at INFO; that would flood the CloudWatch stream with heartbeats.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+RETRY_STATUSES = {500, 502, 503, 504}
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane answered, with an error that retrying will not fix (4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"control plane answered {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NodeTLS:
+    ca_cert: str
+    cert: str
+    key: str
+
+    def __repr__(self) -> str:  # never print the key
+        return "NodeTLS(<redacted>)"
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        boot: BootConfig,
+        instance_id: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.cluster_id = boot.cluster_id
+        self.instance_id = instance_id
+        self._http = httpx.AsyncClient(
+            base_url=boot.control_plane.rstrip("/"),
+            headers={"Authorization": f"Bearer {boot.cluster_token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        retry_for: float = 300.0,
+    ) -> Any:
+        """One call, retried on connection errors/timeouts/5xx for up to ``retry_for`` seconds
+        with jittered exponential backoff. 4xx raises ControlPlaneError at once."""
+        url = f"/api/v1/agent/clusters/{self.cluster_id}{path}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_for
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = await self._http.request(method, url, json=body)
+            except httpx.TransportError as exc:  # connect errors, timeouts, resets
+                problem = f"{type(exc).__name__}"
+            else:
+                if resp.status_code < 400:
+                    return resp.json() if resp.content else None
+                if resp.status_code not in RETRY_STATUSES:
+                    raise ControlPlaneError(resp.status_code, _detail(resp))
+                problem = f"HTTP {resp.status_code}"
+            if loop.time() + delay > deadline:
+                raise ConnectionError(f"{method} {url}: {problem} (after {attempt} attempts)")
+            if attempt in (1, 5) or attempt % 20 == 0:
+                logger.warning("%s %s: %s; retrying", method, url, problem)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    # -- the four routes (+ scheduler address) -----------------------------------------------
+    async def tls(self) -> NodeTLS:
+        data = await self._call("GET", "/tls")
+        return NodeTLS(ca_cert=data["ca_cert"], cert=data["cert"], key=data["key"])
+
+    async def scheduler_address(self) -> str | None:
+        data = await self._call("GET", "/scheduler")
+        return (data or {}).get("address")
+
+    async def ready(self, address: str, dashboard_address: str | None) -> None:
+        await self._call(
+            "POST",
+            f"/instances/{self.instance_id}/ready",
+            {"address": address, "dashboard_address": dashboard_address},
+        )
+
+    async def heartbeat(self, metrics: dict[str, Any], *, retry_for: float = 0.0) -> str:
+        """Returns the control plane's action, "continue" or "stop". No retry by default: the
+        next heartbeat is the retry."""
+        data = await self._call(
+            "POST", f"/instances/{self.instance_id}/heartbeat", metrics, retry_for=retry_for
+        )
+        return str((data or {}).get("action", "continue"))
+
+    async def failed(self, reason: str, *, retry_for: float = 10.0) -> None:
+        await self._call(
+            "POST",
+            f"/instances/{self.instance_id}/failed",
+            {"reason": reason[:500]},
+            retry_for=retry_for,
+        )
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])[:200]
+    return str(data)[:200]

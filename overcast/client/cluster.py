@@ -1,0 +1,377 @@
+"""`overcast.Cluster`: a Dask cluster run by the overcast control plane.
+
+Follows distributed's SpecCluster for sync/async: the constructor starts an event loop
+thread (unless called from a running loop) and runs `_start` on it; `await Cluster(...,
+asynchronous=True)` runs `_start` in the caller's loop. `_start` asks the control plane
+for the cluster, waits for it, then connects to the scheduler over TLS with the
+cluster's client certificate, so `distributed.Client(cluster)` works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import html
+import logging
+import math
+import time
+from typing import Any
+
+from distributed.core import Status, rpc
+from distributed.deploy import Cluster as _DaskCluster
+from distributed.utils import Log, Logs
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from overcast.client import config
+from overcast.client.api import Api
+from overcast.client.errors import ApiError, ClusterStartError, NotFound, ServerUnreachable
+from overcast.client.logs import format_events
+from overcast.client.progress import StartProgress
+
+logger = logging.getLogger("overcast.client")
+
+ENDED = ("stopping", "stopped", "error")
+LIVE_INSTANCE = ("requested", "launched", "booting", "ready")
+
+
+def workers_to_wait_for(wait_for_workers: Any, n_workers: int) -> int:
+    """True: all; False/None/0: none; int >= 1: that many (at most n); 0 < x < 1: fraction."""
+    if wait_for_workers is None or wait_for_workers is False:
+        return 0
+    if wait_for_workers is True:
+        return n_workers
+    if isinstance(wait_for_workers, float) and 0 < wait_for_workers < 1:
+        return math.ceil(wait_for_workers * n_workers)
+    if isinstance(wait_for_workers, (int, float)) and wait_for_workers >= 0:
+        return min(int(wait_for_workers), n_workers)
+    raise ValueError(f"wait_for_workers must be a bool, an int >= 0 or a fraction in (0, 1), "
+                     f"not {wait_for_workers!r}")
+
+
+class Cluster(_DaskCluster):
+    """A Dask cluster on AWS (or the local cloud), managed by the overcast control plane.
+
+    >>> cluster = overcast.Cluster(n_workers=4)          # doctest: +SKIP
+    >>> client = distributed.Client(cluster)             # doctest: +SKIP
+
+    `Cluster(name="x")` reattaches to the running cluster "x" if there is one, else
+    creates it. Defaults come from dask config `overcast.*` (see overcast/overcast.yaml).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        n_workers: int | None = None,
+        account: str | None = None,
+        backend_options: dict[str, Any] | None = None,
+        worker_gpu: int | None = None,
+        scheduler_vm_types: list[str] | None = None,
+        worker_vm_types: list[str] | None = None,
+        idle_timeout: str | None = None,
+        wait_for_workers: bool | int | float | None = None,
+        start_timeout: str | float | None = None,
+        shutdown_on_close: bool = True,
+        progress: str | bool | None = None,
+        server: str | None = None,
+        token: str | None = None,
+        asynchronous: bool = False,
+        loop: IOLoop | None = None,
+        quiet: bool = False,
+        scheduler_sync_interval: float = 1,
+    ):
+        if loop is None and asynchronous:
+            loop = IOLoop.current()
+        self._api = Api(server, token)  # raises NotConfigured before any thread starts
+        self._requested_name = name
+        self._account = account
+        self._n_workers = int(config.get("n-workers", n_workers))
+        if self._n_workers < 0:
+            raise ValueError("n_workers must be >= 0")
+        self._options = {
+            "backend_options": {**(config.get("backend-options") or {}),
+                                **(backend_options or {})},
+            "worker_gpu": worker_gpu,
+            "scheduler_vm_types": scheduler_vm_types,
+            "worker_vm_types": worker_vm_types,
+            "idle_timeout": idle_timeout,
+        }
+        self._wait_for = workers_to_wait_for(config.get("wait-for-workers", wait_for_workers),
+                                             self._n_workers)
+        self._start_timeout = config.seconds("start-timeout", start_timeout)
+        if progress is False or quiet:
+            progress = "none"
+        self._progress_mode = str(config.get("progress", progress) or "auto")
+        self.shutdown_on_close = shutdown_on_close
+        self.security = None
+        self._info: dict[str, Any] = {}
+        self._created = False
+        self._abandon_task: asyncio.Future | None = None
+        super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet,
+                         name=name or "(starting)",
+                         scheduler_sync_interval=scheduler_sync_interval)
+        self._asynchronous = asynchronous
+
+        if not self.called_from_running_loop:
+            self._loop_runner.start()
+            try:
+                self.sync(self._start)
+            except BaseException:
+                # Also on Ctrl-C: remove what we created, so nothing is left running.
+                try:
+                    self.sync(self._abandon, callback_timeout=30)
+                except BaseException:  # noqa: BLE001 - best effort; the start error matters
+                    pass
+                self._loop_runner.stop()
+                raise
+
+    # -- start ------------------------------------------------------------------------------
+    def __await__(self):
+        async def _() -> Cluster:
+            if self.status == Status.created:
+                await self._start()
+            return self
+
+        return _().__await__()
+
+    async def _start(self) -> None:
+        if self.status == Status.running:
+            return
+        self.status = Status.starting
+        try:
+            self._account = await self._api.aaccount(self._account)
+            info = await self._find_existing()
+            if info is None:
+                body = {"name": self._requested_name, "n_workers": self._n_workers,
+                        **self._options}
+                info = await self._api.arequest("POST", Api.clusters_path(self._account),
+                                                json=body)
+                self._created = True
+                self._note(f"Created cluster {info['name']} in account {self._account}")
+            else:
+                self._n_workers = int(info.get("n_workers") or 0)
+                self._wait_for = min(self._wait_for, self._n_workers)
+                self._note(f"Reattached to cluster {info['name']} ({info['state']})")
+            self._info = info
+            self.name = info["name"]
+            info = await self._wait_until_running()
+            await self._connect(info)
+        except BaseException:
+            self.status = Status.failed
+            await self._abandon()
+            raise
+
+    async def _find_existing(self) -> dict[str, Any] | None:
+        if not self._requested_name:
+            return None
+        try:
+            info = await self._api.arequest(
+                "GET", Api.clusters_path(self._account, self._requested_name))
+        except NotFound:
+            return None
+        return None if info.get("state") in ENDED else info
+
+    async def _wait_until_running(self) -> dict[str, Any]:
+        info, name = self._info, self.name
+        deadline = time.monotonic() + self._start_timeout
+        poll = config.seconds("poll-interval")
+        hint = (f"See `overcast notifications --cluster {name}` and "
+                f"`overcast cluster logs {name}`.")
+        with StartProgress(name, self._account, self._progress_mode) as progress:
+            while True:
+                self._info = info
+                progress.update(info)
+                state, reason = info.get("state"), info.get("reason")
+                if state == "error":
+                    raise ClusterStartError(
+                        f"Cluster {name} failed to start: {reason or 'no reason given'}. {hint}",
+                        reason)
+                if state in ("stopping", "stopped"):
+                    raise ClusterStartError(
+                        f"Cluster {name} was stopped while starting"
+                        f"{': ' + reason if reason else ''}. {hint}", reason)
+                ready = int(info.get("workers_ready") or 0)
+                if state == "running" and info.get("scheduler_address") and ready >= self._wait_for:
+                    return info
+                if time.monotonic() > deadline:
+                    raise ClusterStartError(
+                        f"Cluster {name} did not start within {self._start_timeout:.0f} s "
+                        f"(state {state}, {ready}/{self._n_workers} workers ready), so it is "
+                        f"being stopped. Raise `start_timeout` or `overcast.start-timeout` "
+                        f"if it is just slow. {hint}", reason)
+                await asyncio.sleep(poll)
+                try:
+                    info = await self._api.arequest(
+                        "GET", Api.clusters_path(self._account, name))
+                except (ServerUnreachable, ApiError) as exc:
+                    # A restarting control plane is not a failed cluster: keep polling.
+                    if isinstance(exc, ApiError) and exc.status < 500:
+                        raise
+                    logger.debug("polling cluster %s: %s", name, exc)
+
+    async def _connect(self, info: dict[str, Any]) -> None:
+        from overcast.security import dask_security
+
+        creds = await self._api.arequest(
+            "GET", Api.clusters_path(self._account, self.name, "/credentials"))
+        self.security = dask_security(creds["ca_cert"], creds["cert"], creds["key"])
+        self.scheduler_comm = rpc(info["scheduler_address"],
+                                  connection_args=self.security.get_connection_args("client"))
+        self.periodic_callbacks["overcast-refresh"] = PeriodicCallback(self._refresh, 5000)
+        await super()._start()  # worker-status subscription, cluster info sync
+        if self._wait_for:
+            # The control plane saw the workers; wait until the scheduler lists them too.
+            await self._wait_for_workers(self._wait_for, timeout=max(self._start_timeout, 30))
+
+    async def _abandon(self) -> None:
+        """Delete the cluster if this object created it (once, even if called twice)."""
+        if not (self._created and self.shutdown_on_close and self._info.get("name")):
+            return
+        if self._abandon_task is None:
+            self._abandon_task = asyncio.ensure_future(self._delete(wait=False))
+        await asyncio.shield(self._abandon_task)
+
+    # -- state ------------------------------------------------------------------------------
+    async def _refresh(self) -> None:
+        try:
+            self._info = await self._api.arequest(
+                "GET", Api.clusters_path(self._account, self.name))
+        except Exception as exc:  # noqa: BLE001 - a missed refresh is harmless
+            logger.debug("refreshing cluster %s: %s", self.name, exc)
+
+    def _note(self, message: str) -> None:
+        self._cluster_manager_logs.append((datetime.datetime.now(), message))
+        logger.info(message)
+
+    @property
+    def account(self) -> str | None:
+        return self._account
+
+    @property
+    def state(self) -> str:
+        return self._info.get("state", "pending")
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The last Cluster document read from the control plane."""
+        return dict(self._info)
+
+    @property
+    def dashboard_link(self) -> str:
+        return self._info.get("dashboard_link") or super().dashboard_link
+
+    # -- scaling ----------------------------------------------------------------------------
+    def scale(self, n: int) -> Any:
+        """Ask for `n` workers (returns at once; instances start in the background)."""
+        return self.sync(self._scale, n)
+
+    async def _scale(self, n: int) -> None:
+        n = max(0, int(n))
+        self._info = await self._api.arequest(
+            "POST", Api.clusters_path(self._account, self.name, "/scale"),
+            json={"n_workers": n})
+        self._n_workers = n
+
+    def scale_down(self, workers: Any) -> Any:
+        """Called by Adaptive after it retired `workers` (names) on the scheduler."""
+        return self.sync(self._scale, max(0, self._n_workers - len(set(workers))))
+
+    def _worker_names(self) -> list[str]:
+        """Planned worker names: live worker instance ids, padded up to the desired count.
+
+        These match the scheduler's worker names when the agent names workers by instance
+        id; Adaptive only needs the sizes to be right otherwise.
+        """
+        ids = sorted(i["aws_id"] for i in self._info.get("instances", [])
+                     if i.get("role") == "worker" and i.get("state") in LIVE_INSTANCE
+                     and i.get("aws_id"))[: self._n_workers]
+        return ids + [f"pending-{k}" for k in range(self._n_workers - len(ids))]
+
+    @property
+    def plan(self) -> set[str]:
+        return set(self._worker_names())
+
+    @property
+    def requested(self) -> set[str]:
+        return set(self._worker_names())
+
+    # -- logs -------------------------------------------------------------------------------
+    def get_logs(self, cluster: bool = True, scheduler: bool = True,
+                 workers: bool = True) -> Any:
+        """Logs of every instance (from CloudWatch via the control plane), by instance id."""
+        return self.sync(self._get_logs, cluster=cluster, scheduler=scheduler, workers=workers)
+
+    async def _get_logs(self, cluster: bool = True, scheduler: bool = True,
+                        workers: bool = True) -> Logs:
+        await self._refresh()
+        data = await self._api.arequest(
+            "GET", Api.clusters_path(self._account, self.name, "/logs"))
+        roles = {i.get("aws_id"): i.get("role") for i in self._info.get("instances", [])}
+        logs = Logs()
+        if cluster:
+            logs["Cluster"] = Log("\n".join(msg for _, msg in self._cluster_manager_logs))
+        streams = (data or {}).get("streams", {})
+        for iid in sorted(streams, key=lambda k: (roles.get(k) != "scheduler", k)):
+            role = roles.get(iid)
+            if (role == "scheduler" and not scheduler) or (role == "worker" and not workers):
+                continue
+            logs[iid] = Log(format_events(streams[iid]))
+        return logs
+
+    # -- close ------------------------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> Any:
+        aw = super().close(timeout)
+        if not self.asynchronous:
+            self._loop_runner.stop()
+        return aw
+
+    async def _close(self) -> None:
+        if self.status == Status.closed:
+            return
+        await super()._close()  # stop adaptive and comms before the scheduler goes away
+        try:
+            if self.shutdown_on_close and self._info.get("name"):
+                await self._delete(wait=True)
+        finally:
+            await self._api.aclose()
+
+    async def _delete(self, wait: bool) -> None:
+        path = Api.clusters_path(self._account, self.name)
+        try:
+            self._info = await self._api.arequest("DELETE", path) or self._info
+        except NotFound:
+            return
+        if not wait:
+            return
+        timeout = config.seconds("close-timeout")
+        deadline = time.monotonic() + timeout
+        poll = config.seconds("poll-interval")
+        while self._info.get("state") not in ("stopped", "error"):
+            if time.monotonic() > deadline:
+                logger.warning("Cluster %s is still %s after %.0f s; the control plane keeps "
+                               "stopping it.", self.name, self._info.get("state"), timeout)
+                return
+            await asyncio.sleep(poll)
+            try:
+                self._info = await self._api.arequest("GET", path)
+            except NotFound:
+                return
+
+    # -- display ----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (f"Cluster(name={self.name!r}, account={self._account!r}, state={self.state!r}, "
+                f"workers={self._info.get('workers_ready', 0)}/{self._n_workers}, "
+                f"dashboard={self.dashboard_link or None!r})")
+
+    def _repr_html_(self, cluster_status: Any = None) -> str:
+        link = self.dashboard_link
+        rows = [("Name", html.escape(str(self.name))),
+                ("Account", html.escape(str(self._account))),
+                ("State", html.escape(self.state)),
+                ("Workers", f"{self._info.get('workers_ready', 0)} / {self._n_workers}"),
+                ("Region", html.escape(str(self._info.get("region") or ""))),
+                ("Dashboard", f'<a href="{html.escape(link)}" target="_blank">'
+                              f"{html.escape(link)}</a>" if link else "")]
+        body = "".join(f'<tr><th style="text-align:left">{k}</th>'
+                       f'<td style="text-align:left">{v}</td></tr>' for k, v in rows)
+        return f"<div><strong>overcast.Cluster</strong><table>{body}</table></div>"

@@ -1,0 +1,248 @@
+"""The cluster state machine: one step towards the desired state per pass.
+
+pending > starting > running > stopping > stopped | error. Every step reads AWS by tag first,
+so a crash anywhere is repaired by the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from overcast.backends.aws import firewall, instances
+from overcast.backends.aws.errors import AwsError, CapacityError
+from overcast.options import ClusterOptions
+from overcast.reconciler.contexts import ContextFactory, Target
+from overcast.reconciler.infra import InfraCache
+from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
+from overcast.reconciler.timeouts import Timeouts
+from overcast.store.models import Cluster, Instance, utcnow
+from overcast.store.notify import notify
+
+log = logging.getLogger("overcast.reconciler")
+LIVE = ("requested", "launched", "booting", "ready")
+AWS_GONE = ("shutting-down", "terminated", "stopping", "stopped")
+
+
+class ClusterMachine:
+    def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
+                 timeouts: Timeouts) -> None:
+        self.contexts, self.infra = contexts, infra
+        self.control_plane, self.timeouts = control_plane, timeouts
+        self._images: dict[tuple, str] = {}
+
+    def step(self, session: Session, cluster: Cluster) -> None:
+        target = self.contexts.for_account(session, cluster.account, cluster.region)
+        try:
+            if cluster.state == "pending":
+                self._prepare(session, cluster, target)
+            elif cluster.state in ("starting", "running"):
+                self._converge(session, cluster, target)
+            elif cluster.state == "stopping":
+                self._teardown(session, cluster, target)
+        except AwsError as exc:
+            if cluster.state == "stopping":
+                notify(session, cluster.account_id, "cluster-stop-retry",
+                       f"Stopping is waiting on AWS: {exc}", level="warning", cluster=cluster)
+            else:
+                self.fail(session, cluster, str(exc))
+
+    # --- pending: the account's standing resources and the cluster's zone -----------------
+    def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
+        infra = self.infra.ensure(session, cluster.account, target, cluster.region)
+        zone = cluster.zone or sorted(infra.network.private_subnets)[0]
+        self.infra.ensure(session, cluster.account, target, cluster.region, zone)
+        cluster.zone = zone
+        cluster.state, cluster.started_at = "starting", utcnow()
+        notify(session, cluster.account_id, "cluster-starting",
+               f"Starting in {zone} ({'hosted' if target.hosted else 'your AWS account'})",
+               cluster=cluster)
+
+    # --- starting/running: security group, instances, health, timeouts --------------------
+    def _converge(self, session: Session, cluster: Cluster, target: Target) -> None:
+        opts = ClusterOptions.from_dict(cluster.options)
+        infra = self.infra.ensure(session, cluster.account, target, cluster.region, cluster.zone)
+        if not cluster.security_group_id:
+            cluster.security_group_id = firewall.ensure_cluster_security_group(
+                target.ctx, infra.network.vpc_id, cluster.account.slug, cluster.id,
+                cluster.name, opts.firewall["ports"], opts.firewall["cidr"])
+            notify(session, cluster.account_id, "security-group",
+                   f"Security group {cluster.security_group_id}: tcp "
+                   f"{', '.join(map(str, opts.firewall['ports']))} from {opts.firewall['cidr']}",
+                   cluster=cluster)
+            session.commit()
+        self._sync_instances(session, cluster, target)
+        if self._check_health(session, cluster, target):
+            return
+        self._ensure_counts(session, cluster, target, infra, opts)
+        scheduler = next((i for i in cluster.instances
+                          if i.role == "scheduler" and i.state == "ready"), None)
+        if cluster.state == "starting" and scheduler and cluster.scheduler_address:
+            cluster.state = "running"
+            notify(session, cluster.account_id, "cluster-running",
+                   f"Cluster running; scheduler at {cluster.scheduler_address}", cluster=cluster)
+        elif cluster.state == "starting" and self._overdue(cluster):
+            self.fail(session, cluster, f"The cluster did not start within "
+                      f"{self.timeouts.start:.0f} s; see `overcast cluster logs {cluster.name}`.")
+        elif cluster.state == "running":
+            self.timeouts.check_lifetime(session, cluster, opts, self.stop)
+
+    def _overdue(self, cluster: Cluster) -> bool:
+        started = cluster.started_at or cluster.created_at
+        return utcnow() - started > timedelta(seconds=self.timeouts.start)
+
+    def _sync_instances(self, session: Session, cluster: Cluster, target: Target) -> None:
+        """Make the DB's instance rows agree with what AWS has for this cluster."""
+        actual = {i.aws_id: i for i in instances.list_cluster_instances(target.ctx, cluster.id)}
+        by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
+        by_row = {str(r.id): r for r in cluster.instances}
+        for aws_id, info in actual.items():
+            if aws_id in by_aws:
+                continue
+            row = by_row.get(info.tags.get(INSTANCE_ROW_TAG, ""))
+            if row is None or row.aws_id:
+                row = Instance(cluster_id=cluster.id, role=info.role or "worker",
+                               instance_type="unknown", state="launched")
+                cluster.instances.append(row)
+            row.aws_id, row.zone, row.subnet_id, row.spot = (aws_id, info.zone, info.subnet_id,
+                                                             info.spot)
+            if row.state == "requested":
+                row.state = "launched"
+            notify(session, cluster.account_id, "instance-adopted",
+                   f"Found {row.role} {aws_id} in AWS and adopted it", cluster=cluster)
+        for row in cluster.instances:
+            if row.state not in LIVE or not row.aws_id:
+                continue
+            info = actual.get(row.aws_id)
+            if info is None or info.state in AWS_GONE:
+                row.state, row.reason = "failed", row.reason or "the instance was terminated"
+                notify(session, cluster.account_id, "instance-lost",
+                       f"{row.role.capitalize()} {row.aws_id} is gone: {row.reason}",
+                       level="warning", cluster=cluster)
+            elif info.state == "running" and row.state == "launched":
+                row.state = "booting"
+        session.commit()
+
+    def _check_health(self, session: Session, cluster: Cluster, target: Target) -> bool:
+        """Retire instances that stopped answering; fail the cluster if its scheduler is lost."""
+        stale = self.timeouts.stale_instances(cluster)
+        if stale:
+            for row in stale:
+                row.state, row.reason = "failed", self.timeouts.stale_reason(row)
+                notify(session, cluster.account_id, "instance-unhealthy",
+                       f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
+                       cluster=cluster)
+            instances.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
+        failed_scheduler = next((i for i in cluster.instances
+                                 if i.role == "scheduler" and i.state == "failed"), None)
+        live_scheduler = any(i.role == "scheduler" and i.state in LIVE for i in cluster.instances)
+        if failed_scheduler and not live_scheduler:
+            self.fail(session, cluster, f"The scheduler instance {failed_scheduler.aws_id} "
+                      f"failed: {failed_scheduler.reason}")
+            return True
+        failures = sum(1 for i in cluster.instances if i.role == "worker" and i.state == "failed")
+        if failures > max(3, 2 * cluster.n_workers):
+            self.fail(session, cluster, f"{failures} workers failed; the last: "
+                      f"{self._last_failure(cluster)}")
+            return True
+        return False
+
+    @staticmethod
+    def _last_failure(cluster: Cluster) -> str:
+        failed = [i for i in cluster.instances if i.state == "failed"]
+        return failed[-1].reason if failed else "unknown"
+
+    def _ensure_counts(self, session, cluster, target, infra, opts: ClusterOptions) -> None:
+        live = [i for i in cluster.instances if i.state in LIVE]
+        wanted = [("scheduler", 1 - sum(i.role == "scheduler" for i in live)),
+                  ("worker", cluster.n_workers - sum(i.role == "worker" for i in live))]
+        for role, missing in wanted:
+            for _ in range(max(missing, 0)):
+                spot = role == "worker" and opts.spot
+                types = opts.scheduler_vm_types if role == "scheduler" else opts.worker_vm_types
+                cluster.instances.append(Instance(
+                    cluster_id=cluster.id, role=role, instance_type=types[0], zone=cluster.zone,
+                    spot=spot, state="requested"))
+        extra = sum(i.role == "worker" for i in live) - cluster.n_workers
+        if extra > 0:
+            self._retire_workers(session, cluster, target, extra)
+        session.commit()  # rows (and their ids) exist before anything is launched
+        pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
+        for row in pending:
+            self._launch_row(session, cluster, target, infra, opts, row)
+
+    def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> None:
+        image = self._image(target)
+        try:
+            info = launch(target, infra, cluster, row, image, self.control_plane, opts,
+                          cluster.security_group_id)
+        except CapacityError as exc:
+            if row.spot and opts.spot_on_demand_fallback:
+                row.spot = False
+                notify(session, cluster.account_id, "spot-fallback",
+                       f"No spot capacity ({exc}); launching on-demand", level="warning",
+                       cluster=cluster)
+                session.commit()
+                return self._launch_row(session, cluster, target, infra, opts, row)
+            raise
+        row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
+        row.state = "booting" if info.state == "running" else "launched"
+        notify(session, cluster.account_id, f"{row.role}-launched",
+               f"{row.role.capitalize()} {info.aws_id} launched ({row.instance_type}"
+               f"{', spot' if row.spot else ''}) in {info.zone}", cluster=cluster)
+        session.commit()
+
+    def _retire_workers(self, session, cluster, target, count: int) -> None:
+        workers = [i for i in cluster.instances if i.role == "worker" and i.state in LIVE]
+        # Not-yet-ready ones first, then the newest: they hold the least work.
+        workers.sort(key=lambda i: (i.state == "ready", i.id), reverse=False)
+        retire = workers[:count]
+        for row in retire:
+            row.state, row.reason = "terminated", "scaled down"
+        instances.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
+        notify(session, cluster.account_id, "cluster-scale-down",
+               f"Terminated {len(retire)} worker(s)", cluster=cluster)
+
+    def _image(self, target: Target) -> str:
+        key = (id(target.ctx), target.ctx.region)
+        if key not in self._images:
+            self._images[key] = instances.find_image(target.ctx)
+        return self._images[key]
+
+    # --- stopping: terminate, delete the security group, done ------------------------------
+    def _teardown(self, session: Session, cluster: Cluster, target: Target) -> None:
+        actual = instances.list_cluster_instances(target.ctx, cluster.id)
+        alive = [i.aws_id for i in actual if i.state not in ("terminated", "shutting-down")]
+        if alive:
+            instances.terminate(target.ctx, alive)
+            notify(session, cluster.account_id, "instances-terminated",
+                   f"Terminated {len(alive)} instance(s)", cluster=cluster)
+        for row in cluster.instances:
+            if row.state in LIVE or row.state == "stopping":
+                row.state = "terminated"
+        remaining = firewall.delete_cluster_security_groups(target.ctx, cluster.id)
+        if remaining:
+            session.commit()
+            return
+        if cluster.security_group_id:
+            notify(session, cluster.account_id, "security-group-deleted",
+                   f"Security group {cluster.security_group_id} deleted", cluster=cluster)
+        cluster.state, cluster.stopped_at = cluster.final_state, utcnow()
+        level = "error" if cluster.state == "error" else "info"
+        notify(session, cluster.account_id, f"cluster-{cluster.state}",
+               f"Cluster {cluster.state}" + (f": {cluster.reason}" if cluster.reason else ""),
+               level=level, cluster=cluster)
+
+    # --- transitions used from outside ------------------------------------------------------
+    def fail(self, session: Session, cluster: Cluster, reason: str) -> None:
+        cluster.reason, cluster.final_state, cluster.state = reason, "error", "stopping"
+        notify(session, cluster.account_id, "cluster-error", reason, level="error",
+               cluster=cluster)
+        session.commit()
+
+    def stop(self, session: Session, cluster: Cluster, event_type: str, reason: str) -> None:
+        cluster.reason, cluster.state = reason, "stopping"
+        notify(session, cluster.account_id, event_type, reason, cluster=cluster)
+        session.commit()

@@ -1,0 +1,97 @@
+"""An account's standing resources in a region: network, instance role, log group.
+
+Ensured once per (owner, region) per server run, then cached; each resource found or made is
+recorded as a BackendResource row, and a new one as a notification too.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from overcast.backends.aws import iam, logs, network
+from overcast.backends.aws.network import Network, Resource
+from overcast.reconciler.contexts import Target
+from overcast.store.models import Account, BackendResource
+from overcast.store.notify import notify
+
+LOG_RETENTION_DAYS = 30
+
+
+@dataclass
+class Infra:
+    network: Network
+    instance_profile: str
+    log_group: str
+
+
+class InfraCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str, str], Infra] = {}
+
+    def forget(self, account: Account, region: str) -> None:
+        with self._lock:
+            self._known = {k: v for k, v in self._known.items()
+                           if not (k[0] == account.slug and k[1] == region)}
+
+    def ensure(self, session: Session, account: Account, target: Target, region: str,
+               zone: str | None = None) -> Infra:
+        key = (account.slug, region, target.network_owner)
+        infra = self._known.get(key)
+        if infra is None:
+            infra = self._build(session, account, target, region)
+            with self._lock:
+                self._known[key] = infra
+        if zone and (zone not in infra.network.private_subnets
+                     or zone not in infra.network.public_subnets):
+            infra.network = network.ensure_zone_subnets(
+                target.ctx, infra.network, target.network_owner, zone,
+                recorder(session, account, target, region))
+        return infra
+
+    def _build(self, session: Session, account: Account, target: Target, region: str) -> Infra:
+        report = recorder(session, account, target, region)
+        existing = network.find_network(target.ctx, target.network_owner)
+        if existing is None or target.hosted:
+            # The hosted network is ours to repair; in a user's account only setup creates it.
+            net = network.ensure_network(target.ctx, target.network_owner, report=report)
+        else:
+            net = existing
+        profile = iam.ensure_instance_role(target.ctx, account.slug, report=report)
+        logs.ensure_log_group(target.ctx, account.slug, retention_days=LOG_RETENTION_DAYS,
+                              report=report)
+        return Infra(network=net, instance_profile=profile, log_group=account.slug)
+
+
+def recorder(session: Session, account: Account, target: Target, region: str):
+    """A report callback that records each resource (and announces the new ones)."""
+    shared = target.network_owner != account.slug
+
+    def report(resource: Resource) -> None:
+        scope = target.network_owner if shared and _is_network(resource.kind) else account.slug
+        row = session.scalar(select(BackendResource).where(
+            BackendResource.scope == scope, BackendResource.region == region,
+            BackendResource.kind == resource.kind, BackendResource.aws_id == resource.aws_id))
+        if row is None:
+            session.add(BackendResource(
+                account_id=None if scope != account.slug else account.id, scope=scope,
+                region=region, kind=resource.kind, aws_id=resource.aws_id, zone=resource.zone,
+                state=resource.state))
+            notify(session, account.id, f"resource-{resource.kind}",
+                   f"{resource.kind} {resource.aws_id}"
+                   + (f" in {resource.zone}" if resource.zone else f" in {region}")
+                   + f": {resource.state}")
+        else:
+            row.state = resource.state
+        session.commit()
+
+    return report
+
+
+def _is_network(kind: str) -> bool:
+    return kind in {"vpc", "internet-gateway", "route-table", "subnet-public", "subnet-private",
+                    "elastic-ip", "nat-gateway"}

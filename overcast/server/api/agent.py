@@ -1,0 +1,128 @@
+"""Routes the agent on each VM calls, authenticated by its cluster's token."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from overcast import crypto
+from overcast.server.auth import bearer, db_session, tokens_match
+from overcast.server.api.clusters import wake
+from overcast.store.models import Cluster, Instance, utcnow
+from overcast.store.notify import notify
+
+router = APIRouter(prefix="/agent/clusters/{cluster_id}", tags=["agent"])
+GONE_STATES = ("stopping", "stopped", "error")
+
+
+def agent_cluster(cluster_id: int, request: Request,
+                  session: Session = Depends(db_session)) -> Cluster:
+    token = bearer(request)
+    cluster = session.get(Cluster, cluster_id)
+    if cluster is None or not tokens_match(token, cluster.token_hash):
+        raise HTTPException(404, "No such cluster for this token.")
+    return cluster
+
+
+def cluster_instance(session: Session, cluster: Cluster, aws_id: str) -> Instance:
+    row = session.scalar(select(Instance).where(Instance.cluster_id == cluster.id,
+                                                Instance.aws_id == aws_id))
+    if row is None:
+        raise HTTPException(404, f"Instance {aws_id} is not part of this cluster (yet).")
+    return row
+
+
+class ReadyReport(BaseModel):
+    address: str
+    dashboard_address: str | None = None
+
+
+class Heartbeat(BaseModel):
+    workers: int | None = None
+    tasks: int | None = None
+    clients: int | None = None
+    idle_seconds: float | None = None
+
+
+class Failure(BaseModel):
+    reason: str
+
+
+@router.get("/tls")
+def node_tls(cluster: Cluster = Depends(agent_cluster)) -> dict:
+    tls = json.loads(crypto.decrypt(cluster.tls_encrypted))
+    return {"ca_cert": tls["ca_cert"], "cert": tls["node_cert"], "key": tls["node_key"]}
+
+
+@router.get("/scheduler")
+def scheduler_address(cluster: Cluster = Depends(agent_cluster)) -> dict:
+    return {"address": cluster.scheduler_address, "state": cluster.state}
+
+
+@router.post("/instances/{aws_id}/ready")
+def instance_ready(aws_id: str, body: ReadyReport, request: Request,
+                   cluster: Cluster = Depends(agent_cluster),
+                   session: Session = Depends(db_session)) -> dict:
+    instance = cluster_instance(session, cluster, aws_id)
+    if instance.state in ("requested", "launched", "booting"):
+        instance.state = "ready"
+    instance.address = body.address
+    instance.last_heartbeat = utcnow()
+    if instance.role == "scheduler":
+        cluster.scheduler_address = body.address
+        cluster.dashboard_link = body.dashboard_address
+        notify(session, cluster.account_id, "scheduler-ready",
+               f"Scheduler {aws_id} ready at {body.address}", cluster=cluster)
+    else:
+        notify(session, cluster.account_id, "worker-ready", f"Worker {aws_id} ready",
+               cluster=cluster)
+    session.commit()
+    wake(request)
+    return {"action": action_for(cluster, instance)}
+
+
+@router.post("/instances/{aws_id}/heartbeat")
+def heartbeat(aws_id: str, body: Heartbeat, cluster: Cluster = Depends(agent_cluster),
+              session: Session = Depends(db_session)) -> dict:
+    instance = cluster_instance(session, cluster, aws_id)
+    now = utcnow()
+    instance.last_heartbeat = now
+    if instance.role == "scheduler":
+        # Activity as the scheduler sees it drives the idle and no-client timeouts.
+        if body.tasks:
+            cluster.last_activity_at = now
+        stats = dict(cluster.options.get("_activity", {}))
+        stats.update(body.model_dump(exclude_none=True))
+        if body.clients == 0:
+            since = stats.setdefault("no_client_since", now.timestamp())
+            stats["no_client_seconds"] = now.timestamp() - since
+        elif body.clients:
+            stats.pop("no_client_since", None)
+            stats["no_client_seconds"] = 0.0
+        cluster.options = {**cluster.options, "_activity": stats}
+    return {"action": action_for(cluster, instance)}
+
+
+@router.post("/instances/{aws_id}/failed")
+def instance_failed(aws_id: str, body: Failure, request: Request,
+                    cluster: Cluster = Depends(agent_cluster),
+                    session: Session = Depends(db_session)) -> dict:
+    instance = cluster_instance(session, cluster, aws_id)
+    reason = body.reason[:500]
+    instance.state, instance.reason = "failed", reason
+    notify(session, cluster.account_id, "instance-failed",
+           f"{instance.role.capitalize()} {aws_id} failed: {reason}", level="error",
+           cluster=cluster)
+    session.commit()
+    wake(request)
+    return {"action": "stop"}
+
+
+def action_for(cluster: Cluster, instance: Instance) -> str:
+    if cluster.state in GONE_STATES or instance.state in ("stopping", "terminated", "failed"):
+        return "stop"
+    return "continue"

@@ -1,0 +1,23 @@
+"""Who am I, and which accounts may I use."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
+
+from overcast.server.auth import current_user, db_session
+from overcast.store.models import Account, User
+
+router = APIRouter(tags=["me"])
+
+
+@router.get("/health")
+def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/me")
+def me(user: User = Depends(current_user), session: Session = Depends(db_session)) -> dict:
+    default = session.get(Account, user.default_account_id) if user.default_account_id else None
+    return {"username": user.username, "default_account": default.slug if default else None,
+            "accounts": [{"slug": m.account.slug, "role": m.role} for m in user.memberships]}

@@ -1,0 +1,96 @@
+"""API tokens (stored as SHA-256 hashes) and the account-access checks every route uses."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from overcast.store.models import Account, ApiToken, Membership, User, utcnow
+
+TOKEN_PREFIX = "oc_"
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_match(token: str, token_hash: str) -> bool:
+    return hmac.compare_digest(hash_token(token), token_hash)
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return slug[:48] or "user"
+
+
+def issue_token(session: Session, user: User, name: str = "default") -> str:
+    token = new_token()
+    session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token),
+                         prefix=token[:8]))
+    return token
+
+
+def db_session(request: Request):
+    with request.app.state.db.session() as session:
+        yield session
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise HTTPException(401, "Missing API token: send 'Authorization: Bearer <token>' "
+                                 "(the client reads it from the dask config overcast.token).")
+    return value.strip()
+
+
+def current_user(request: Request, session: Session = Depends(db_session)) -> User:
+    token = bearer(request)
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked:
+        raise HTTPException(401, "Invalid or revoked API token: run `overcast login` "
+                                 "or `overcast up` to get a new one.")
+    row.last_used_at = utcnow()
+    return row.user
+
+
+@dataclass
+class AccountAccess:
+    account: Account
+    role: str
+    user: User
+
+
+def account_access(slug: str, user: User, session: Session) -> AccountAccess:
+    """The account, if the user belongs to it; 404 otherwise so outsiders learn nothing."""
+    row = session.execute(
+        select(Account, Membership.role)
+        .join(Membership, Membership.account_id == Account.id)
+        .where(Account.slug == slug, Membership.user_id == user.id)
+    ).first()
+    if row is None:
+        raise HTTPException(404, f"No account {slug!r} among yours.")
+    return AccountAccess(account=row[0], role=row[1], user=user)
+
+
+def member_of(slug: str, user: User = Depends(current_user),
+              session: Session = Depends(db_session)) -> AccountAccess:
+    return account_access(slug, user, session)
+
+
+def admin_of(access: AccountAccess = Depends(member_of)) -> AccountAccess:
+    if access.role != "admin":
+        raise HTTPException(403, f"Only admins of {access.account.slug!r} may do this; "
+                                 f"ask one of them.")
+    return access

@@ -1,0 +1,54 @@
+"""What the API shows of each row: never a secret (tokens, keys, TLS keys stay inside)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from overcast.store.models import Backend, BackendResource, Cluster, Instance, Notification
+
+LIVE_INSTANCE_STATES = ("requested", "launched", "booting", "ready")
+
+
+def iso(value) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def instance_view(row: Instance) -> dict[str, Any]:
+    return {"aws_id": row.aws_id, "role": row.role, "zone": row.zone, "subnet_id": row.subnet_id,
+            "spot": row.spot, "instance_type": row.instance_type, "state": row.state,
+            "reason": row.reason, "address": row.address,
+            "last_heartbeat": iso(row.last_heartbeat)}
+
+
+def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
+    workers = [i for i in row.instances if i.role == "worker"]
+    view = {
+        "id": row.id, "name": row.name, "account": row.account.slug, "state": row.state,
+        "reason": row.reason, "n_workers": row.n_workers,
+        "workers_ready": sum(1 for i in workers if i.state == "ready"),
+        "region": row.region, "zone": row.zone,
+        "scheduler_address": row.scheduler_address, "dashboard_link": row.dashboard_link,
+        "options": row.options, "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at), "stopped_at": iso(row.stopped_at),
+    }
+    if with_instances:
+        view["instances"] = [instance_view(i) for i in row.instances]
+    return view
+
+
+def notification_view(row: Notification) -> dict[str, Any]:
+    return {"id": row.id, "time": iso(row.time), "level": row.level,
+            "event_type": row.event_type, "cluster": row.cluster_name, "message": row.message}
+
+
+def backend_view(row: Backend | None, resources: list[BackendResource]) -> dict[str, Any]:
+    base = {"kind": "hosted", "region": "us-east-1", "zone": None, "firewall": None,
+            "registry_type": "ecr", "registry_username": None, "aws_access_key_id": None,
+            "state": "ready", "reason": None}
+    if row is not None:
+        base.update(kind=row.kind, region=row.region, zone=row.zone, firewall=row.firewall,
+                    registry_type=row.registry_type, registry_username=row.registry_username,
+                    aws_access_key_id=row.key_id_masked, state=row.state, reason=row.reason)
+    base["resources"] = [{"kind": r.kind, "aws_id": r.aws_id, "zone": r.zone,
+                          "region": r.region, "state": r.state} for r in resources]
+    return base

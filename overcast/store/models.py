@@ -1,0 +1,152 @@
+"""The control plane's data: users, accounts, backends, clusters, instances, notifications."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    memberships: Mapped[list[Membership]] = relationship(back_populates="user")
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    is_team: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    memberships: Mapped[list[Membership]] = relationship(back_populates="account")
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "account_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    role: Mapped[str] = mapped_column(String(16), default="member")  # admin | member
+    user: Mapped[User] = relationship(back_populates="memberships")
+    account: Mapped[Account] = relationship(back_populates="memberships")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(64), default="default")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex, never the token
+    prefix: Mapped[str] = mapped_column(String(12))  # shown in lists so users can tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    user: Mapped[User] = relationship()
+
+
+class Backend(Base):
+    """One per account; no row means the hosted default in us-east-1."""
+
+    __tablename__ = "backends"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="hosted")  # hosted | aws
+    region: Mapped[str] = mapped_column(String(32), default="us-east-1")
+    zone: Mapped[str | None] = mapped_column(String(32))
+    firewall: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    registry_type: Mapped[str] = mapped_column(String(16), default="ecr")
+    registry_username: Mapped[str | None] = mapped_column(String(128))
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet, JSON inside
+    key_id_masked: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    account: Mapped[Account] = relationship()
+
+
+class BackendResource(Base):
+    __tablename__ = "backend_resources"
+    __table_args__ = (UniqueConstraint("scope", "region", "kind", "aws_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    scope: Mapped[str] = mapped_column(String(80))  # account slug, or "operator" for the hosted net
+    region: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    aws_id: Mapped[str] = mapped_column(String(255))
+    zone: Mapped[str | None] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Cluster(Base):
+    __tablename__ = "clusters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    region: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[str | None] = mapped_column(String(32))
+    n_workers: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    final_state: Mapped[str] = mapped_column(String(16), default="stopped")  # after stopping
+    token_hash: Mapped[str] = mapped_column(String(64))
+    token_encrypted: Mapped[str] = mapped_column(Text)  # goes into each VM's user data
+    tls_encrypted: Mapped[str] = mapped_column(Text)
+    security_group_id: Mapped[str | None] = mapped_column(String(64))
+    scheduler_address: Mapped[str | None] = mapped_column(String(255))
+    dashboard_link: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_activity_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    account: Mapped[Account] = relationship()
+    instances: Mapped[list[Instance]] = relationship(back_populates="cluster", order_by="Instance.id")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # scheduler | worker
+    aws_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    instance_type: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[str | None] = mapped_column(String(32))
+    subnet_id: Mapped[str | None] = mapped_column(String(64))
+    spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="requested")
+    reason: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(String(255))
+    last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    cluster: Mapped[Cluster] = relationship(back_populates="instances")
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id"))
+    cluster_name: Mapped[str | None] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(8), default="info")  # info | warning | error
+    event_type: Mapped[str] = mapped_column(String(48))
+    message: Mapped[str] = mapped_column(Text)
+    time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)

@@ -1,0 +1,11 @@
+"""Shared test settings: every test gets a private OVERCAST_HOME and dask config dir."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_dask_config(tmp_path_factory, monkeypatch):
+    # Never read or write the developer's own ~/.config/dask in tests.
+    monkeypatch.setenv("DASK_CONFIG", str(tmp_path_factory.getbasetemp() / "dask-config"))

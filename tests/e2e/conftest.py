@@ -1,0 +1,51 @@
+"""One local cloud and one control plane per test run, shared by the e2e tests."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+import dask
+import pytest
+
+from overcast.server.bootstrap import ensure_first_user
+from overcast.store.db import Database
+from tests.e2e.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("overcast-home")
+    stack = Stack(home)
+    old_home = os.environ.get("OVERCAST_HOME")
+    os.environ["OVERCAST_HOME"] = str(home)
+    try:
+        stack.start_cloud()
+        stack.start_server()
+        stack.account, stack.token = ensure_first_user(
+            "e2e-user", Database(f"sqlite:///{home / 'overcast.db'}"))
+        yield stack
+    finally:
+        stack.stop()
+        if old_home is None:
+            os.environ.pop("OVERCAST_HOME", None)
+        else:
+            os.environ["OVERCAST_HOME"] = old_home
+
+
+@pytest.fixture
+def overcast_config(stack, monkeypatch):
+    """The client's dask config pointing at the test stack; S3 reads go to the local cloud."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.endpoint)
+    with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
+                          "overcast.account": stack.account}):
+        yield stack
+
+
+@pytest.fixture
+def aws(stack):
+    """boto3 clients against the local cloud, as the operator, to read back what overcast did."""
+    def client(service: str, region: str = "us-east-1"):
+        return boto3.client(service, region_name=region, endpoint_url=stack.endpoint,
+                            aws_access_key_id="test", aws_secret_access_key="test")
+    return client
