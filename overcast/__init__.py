@@ -1,0 +1,33 @@
+"""overcast: Dask clusters on AWS (or the local cloud) for people who do not want to run
+infrastructure. Public client API; settings come from dask config, namespace `overcast`."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("overcast")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so `overcast-agent`, the server and the CLI do not import distributed and
+    # httpx unless they use the client (import of distributed costs ~0.4 s).
+    import importlib
+
+    client = importlib.import_module("overcast.client")
+    if name in client.__all__:
+        return getattr(client, name)
+    raise AttributeError(f"module 'overcast' has no attribute {name!r}")
+
+
+__all__ = [
+    "Cluster",
+    "ClusterStartError",
+    "NotConfigured",
+    "OvercastError",
+    "__version__",
+    "delete_cluster",
+    "get_logs",
+    "get_notifications",
+    "list_clusters",
+]

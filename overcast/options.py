@@ -148,9 +148,8 @@ def resolve(
         opts.zone, opts.zone_pinned = check_zone(zone, opts.region), True
     opts.spot = bool(given.get("spot", False))
     opts.spot_on_demand_fallback = bool(given.get("spot_on_demand_fallback", False))
-    firewall = given.get("firewall", account.get("firewall"))
-    if firewall is not None:
-        opts.firewall = check_firewall(firewall)
+    opts.firewall = check_firewall(given.get("firewall", account.get("firewall"))
+                                   or DEFAULT_FIREWALL)
     opts.worker_gpu = check_gpu(worker_gpu)
     if opts.worker_gpu:
         opts.worker_vm_types = list(DEFAULT_GPU_WORKER_VM_TYPES)

@@ -104,15 +104,19 @@ class ControlPlane:
         return NodeTLS(ca_cert=data["ca_cert"], cert=data["cert"], key=data["key"])
 
     async def scheduler_address(self) -> str | None:
-        data = await self._call("GET", "/scheduler")
-        return (data or {}).get("address")
+        data = await self._call("GET", "/scheduler") or {}
+        # Workers prefer the scheduler's private address when the control plane has it: on EC2,
+        # traffic to a public IP leaves the VPC and no longer matches the cluster's
+        # security-group-to-itself rule.
+        return data.get("internal_address") or data.get("address")
 
-    async def ready(self, address: str, dashboard_address: str | None) -> None:
-        await self._call(
-            "POST",
-            f"/instances/{self.instance_id}/ready",
-            {"address": address, "dashboard_address": dashboard_address},
-        )
+    async def ready(
+        self, address: str, dashboard_address: str | None, internal_address: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"address": address, "dashboard_address": dashboard_address}
+        if internal_address and internal_address != address:
+            body["internal_address"] = internal_address  # proposed contract extension
+        await self._call("POST", f"/instances/{self.instance_id}/ready", body)
 
     async def heartbeat(self, metrics: dict[str, Any], *, retry_for: float = 0.0) -> str:
         """Returns the control plane's action, "continue" or "stop". No retry by default: the

@@ -230,18 +230,25 @@ def _error_code(exc: Exception) -> str:
 
 
 def install(handler: CloudWatchHandler, level: int = logging.INFO) -> None:
-    """Attach to the root logger, and make distributed's loggers (which distributed's own config
-    sets to ``propagate=False`` with a stderr handler) propagate to it instead, so the scheduler's
-    and worker's lines ("distributed.scheduler - INFO - ...") reach the stream too."""
+    """Attach the handler to the root logger (call ``route_distributed_logs`` once distributed is
+    imported, so its records reach the root logger too)."""
     root = logging.getLogger()
     root.addHandler(handler)
-    if root.level > level or root.level == logging.NOTSET:
+    if root.level == logging.NOTSET or root.level > level:
         root.setLevel(level)
+
+
+def route_distributed_logs() -> None:
+    """distributed's own logging config gives its loggers a stderr handler and
+    ``propagate=False``; swap that for propagation to the root logger, whose handlers (stderr and
+    CloudWatch) then carry "distributed.scheduler - INFO - ..." lines like any other."""
     for name in list(logging.root.manager.loggerDict):
-        if name == "distributed" or name.startswith("distributed."):
-            lg = logging.getLogger(name)
-            if not lg.propagate:
-                for h in list(lg.handlers):
-                    if isinstance(h, logging.StreamHandler):
-                        lg.removeHandler(h)
-                lg.propagate = True
+        if name != "distributed" and not name.startswith("distributed."):
+            continue
+        lg = logging.getLogger(name)
+        if lg.propagate:
+            continue
+        for h in list(lg.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lg.removeHandler(h)
+        lg.propagate = True

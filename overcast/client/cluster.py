@@ -17,6 +17,7 @@ import math
 import time
 from typing import Any
 
+from dask.utils import typename
 from distributed.core import Status, rpc
 from distributed.deploy import Cluster as _DaskCluster
 from distributed.utils import Log, Logs
@@ -69,12 +70,13 @@ class Cluster(_DaskCluster):
         scheduler_vm_types: list[str] | None = None,
         worker_vm_types: list[str] | None = None,
         idle_timeout: str | None = None,
-        wait_for_workers: bool | int | float | None = None,
+        wait_for_workers: bool | float | None = None,
         start_timeout: str | float | None = None,
         shutdown_on_close: bool = True,
         progress: str | bool | None = None,
         server: str | None = None,
         token: str | None = None,
+        api: Api | None = None,
         asynchronous: bool = False,
         loop: IOLoop | None = None,
         quiet: bool = False,
@@ -82,7 +84,8 @@ class Cluster(_DaskCluster):
     ):
         if loop is None and asynchronous:
             loop = IOLoop.current()
-        self._api = Api(server, token)  # raises NotConfigured before any thread starts
+        # Api() raises NotConfigured before any thread starts; `api` is for tests.
+        self._api = api or Api(server, token)
         self._requested_name = name
         self._account = account
         self._n_workers = int(config.get("n-workers", n_workers))
@@ -120,8 +123,8 @@ class Cluster(_DaskCluster):
                 # Also on Ctrl-C: remove what we created, so nothing is left running.
                 try:
                     self.sync(self._abandon, callback_timeout=30)
-                except BaseException:  # noqa: BLE001 - best effort; the start error matters
-                    pass
+                except BaseException as exc:  # noqa: BLE001 - best effort; the start error matters
+                    logger.warning("could not delete cluster %s: %s", self.name, exc)
                 self._loop_runner.stop()
                 raise
 
@@ -158,7 +161,11 @@ class Cluster(_DaskCluster):
             await self._connect(info)
         except BaseException:
             self.status = Status.failed
-            await self._abandon()
+            try:
+                await self._abandon()
+            finally:
+                await self._api.aclose()
+                self.status = Status.closed  # nothing left to close; no "unclosed" warning
             raise
 
     async def _find_existing(self) -> dict[str, Any] | None:
@@ -181,7 +188,8 @@ class Cluster(_DaskCluster):
             while True:
                 self._info = info
                 progress.update(info)
-                state, reason = info.get("state"), info.get("reason")
+                state = info.get("state")
+                reason = (info.get("reason") or "").rstrip(". ") or None
                 if state == "error":
                     raise ClusterStartError(
                         f"Cluster {name} failed to start: {reason or 'no reason given'}. {hint}",
@@ -219,6 +227,8 @@ class Cluster(_DaskCluster):
                                   connection_args=self.security.get_connection_args("client"))
         self.periodic_callbacks["overcast-refresh"] = PeriodicCallback(self._refresh, 5000)
         await super()._start()  # worker-status subscription, cluster info sync
+        # super() copied the scheduler's "cluster-manager-info"; the control plane's name wins.
+        self._cluster_info.update(name=info["name"], type=typename(type(self)))
         if self._wait_for:
             # The control plane saw the workers; wait until the scheduler lists them too.
             await self._wait_for_workers(self._wait_for, timeout=max(self._start_timeout, 30))

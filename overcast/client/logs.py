@@ -10,7 +10,7 @@ def format_event(event: dict[str, Any]) -> str:
     ts = event.get("timestamp")
     if ts is None:
         return str(event.get("message", "")).rstrip("\n")
-    when = datetime.datetime.fromtimestamp(ts / 1000, tz=datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(ts / 1000, tz=datetime.UTC)
     return f"{when:%Y-%m-%d %H:%M:%S} {str(event.get('message', '')).rstrip(chr(10))}"
 
 

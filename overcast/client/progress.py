@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -56,14 +56,14 @@ class StartProgress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def __enter__(self) -> StartProgress:
+    def __enter__(self) -> Self:
         if self.mode == "rich":
             console = Console(file=self.stream)
             self._live = Live(self, console=console, refresh_per_second=4, transient=False)
             self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.refresh()
             self._live.__exit__(*exc)

@@ -55,7 +55,8 @@ class MetadataService:
         return self.url
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever if serve_forever never ran
+            self._server.shutdown()
         self._server.server_close()
 
     def endpoint_for(self, instance_id: str) -> str:
@@ -139,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_PUT(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -150,11 +151,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, "text/plain", "missing token ttl")
         self._send(200, "text/plain", self.imds.new_token())
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if not self.imds.token_ok(self.headers.get("X-aws-ec2-metadata-token")):
             return self._send(401, "text/plain", "invalid token")
         instance_id, path = self._split()
         self._send(*self.imds.lookup(instance_id, path))
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # botocore polls often; request lines would drown the local cloud's log

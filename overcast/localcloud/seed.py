@@ -144,14 +144,16 @@ def seed_taxi_data(endpoint: str) -> None:
         s3.put_object(Bucket=BUCKET, Key=key(month), Body=month_bytes(month), ACL="public-read")
 
 
-def check_images(endpoint: str, other_account: str = "210987654321") -> None:
+def check_images(endpoint: str, regions: tuple[str, ...] = SUPPORTED_REGIONS,
+                 accounts: tuple[str, ...] = (OPERATOR_ACCOUNT, "210987654321")) -> None:
     """The overcast image must be found by name in every supported region, from any account.
 
-    Images come from moto's AMI list (see motoserver.ami_document), so there is nothing to
-    upload; this check also creates each region's EC2 backend, so the first user call is fast.
+    Images come from moto's AMI list (see motoserver.ami_document), which moto loads into each
+    (account, region) backend when it is created: there is nothing to upload, so this only
+    checks. It also creates each region's EC2 backend (~80 ms each), so first calls are fast.
     """
-    for account in (OPERATOR_ACCOUNT, other_account):
-        for region in SUPPORTED_REGIONS:
+    for account in accounts:
+        for region in regions:
             ec2 = _operator_client("ec2", endpoint, region, account=account)
             images = ec2.describe_images(
                 Filters=[{"Name": "name", "Values": ["overcast-agent-*"]}])["Images"]
@@ -159,14 +161,18 @@ def check_images(endpoint: str, other_account: str = "210987654321") -> None:
                 raise RuntimeError(f"{AMI_NAME} missing in {region} for account {account}")
 
 
-def seed(endpoint: str) -> dict[str, float]:
-    """Seed everything; returns the seconds each part took (logged at startup)."""
+def seed(endpoint: str, all_regions: bool = True) -> dict[str, float]:
+    """Seed everything; returns the seconds each part took (logged at startup).
+
+    With all_regions=False only us-east-1 is checked (in the operator's and another account);
+    the image is in every region by construction, and the caller warms the rest later.
+    """
     timings: dict[str, float] = {}
     t = time.perf_counter()
     seed_taxi_data(endpoint)
     timings["taxi"] = time.perf_counter() - t
     t = time.perf_counter()
-    check_images(endpoint)
+    check_images(endpoint, SUPPORTED_REGIONS if all_regions else SUPPORTED_REGIONS[:1])
     timings["images"] = time.perf_counter() - t
     return timings
 

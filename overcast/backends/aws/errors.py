@@ -31,9 +31,9 @@ _last_call = threading.local()
 
 _ACTION_RE = re.compile(r"not authorized to perform:? ([a-z0-9-]+:[A-Za-z0-9*]+)")
 _XML_CODE_RE = re.compile(r"<Code>([^<]+)</Code>")
-_XML_MESSAGE_RE = re.compile(r"<Message>([^<]*)</Message>", re.S)
+_XML_MESSAGE_RE = re.compile(r"<Message>([^<]*)</Message>", re.DOTALL)
 _ZONE_RE = re.compile(r"\b([a-z]{2}(?:-gov)?-[a-z]+-\d[a-z])\b")
-_ENCODED_RE = re.compile(r"\s*Encoded authorization failure message:.*", re.S)
+_ENCODED_RE = re.compile(r"\s*Encoded authorization failure message:.*", re.DOTALL)
 
 DENIED = {"UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "UnauthorizedAccess"}
 CAPACITY = {

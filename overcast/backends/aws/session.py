@@ -31,7 +31,8 @@ class AwsContext:
         """A cached client for `service` in this context's region."""
         if service not in self._clients:
             client = self.session.client(service, region_name=self.region, config=_CONFIG)
-            client.meta.events.register("before-call", _remember_call)
+            # before-parameter-build fires even when a before-call hook short-circuits the call.
+            client.meta.events.register("before-parameter-build", _remember_call)
             self._clients[service] = client
         return self._clients[service]
 

@@ -1,0 +1,5 @@
+"""``python -m overcast.agent`` = ``overcast-agent``."""
+
+from overcast.agent.main import main
+
+main()

@@ -1,0 +1,179 @@
+"""``overcast-agent``: the first process on every overcast VM. No arguments: everything comes from
+the instance metadata service (the boot document is the user data; see docs/architecture.md).
+
+Boot: IMDS -> boot config -> TLS material from the control plane -> dask scheduler or worker in
+this process -> "ready" -> heartbeats until the control plane says stop (or SIGTERM).
+Exit codes: 0 normal stop, 1 failure (reported to the control plane), 2 no usable boot config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+
+from overcast.agent import logship
+from overcast.agent.control import ControlPlane
+from overcast.agent.imds import IMDSClient, InstanceIdentity
+from overcast.bootconfig import BootConfig
+
+if TYPE_CHECKING:
+    from overcast.agent.dask_process import Node
+
+logger = logging.getLogger("overcast.agent")
+T = TypeVar("T")
+
+# Ship logs from this point even if dask is slow to come up (a worker waiting for its scheduler).
+LOGSHIP_START_AFTER = 5.0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+def run() -> int:
+    _configure_stderr_logging()
+    try:
+        ident = IMDSClient().identity()
+        boot = BootConfig.from_user_data(ident.user_data)
+    except Exception as exc:  # nothing to report to: the control plane's address is in there
+        logger.error("cannot read this VM's overcast boot config from the IMDS: %s", exc)
+        return 2
+    ship = logship.CloudWatchHandler(boot.log_group, ident.instance_id, boot.region)
+    logship.install(ship)
+    logger.info(
+        "overcast-agent: cluster %s, role %s, instance %s (%s, zone %s)",
+        boot.cluster_id,
+        boot.role,
+        ident.instance_id,
+        ident.local_ipv4,
+        ident.availability_zone,
+    )
+    try:
+        return asyncio.run(_amain(boot, ident, ship))
+    finally:
+        ship.close()  # final flush; logging.shutdown would too, but be explicit
+
+
+def _configure_stderr_logging() -> None:
+    root = logging.getLogger()
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s - " + logship.LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudWatchHandler) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    control = ControlPlane(boot, ident.instance_id)
+    ship_timer = loop.call_later(LOGSHIP_START_AFTER, ship.start)
+    node: Node | None = None
+    try:
+        if boot.role not in ("scheduler", "worker"):
+            raise ValueError(f"unknown role {boot.role!r} in the boot config")
+        started = await _unless_stopped(_start(boot, ident, control), stop)
+        if started is None:
+            logger.info("stopped before dask was up")
+            return 0
+        node = started
+        ship_timer.cancel()
+        ship.start()
+
+        from overcast.agent import dask_process as dp
+
+        dashboard = None
+        if node.role == "scheduler":
+            dashboard = asyncio.ensure_future(dp.attach_dashboard(node.server))
+
+        why = await dp.supervise(node, control, boot.heartbeat_interval, stop)
+        if dashboard is not None and not dashboard.done():
+            dashboard.cancel()
+        if why == "closed":
+            problem = dp.unexpected_close(node)
+            if problem is None:
+                logger.info("dask %s closed as part of the cluster's shutdown", node.role)
+                return 0
+            logger.error("%s", problem)
+            await _report_failure(control, problem)
+            return 1
+        logger.info("closing dask %s (%s)", node.role, "stop requested" if why == "stop" else why)
+        await dp.close_node(node)
+        logger.info("dask %s closed; agent exiting", node.role)
+        return 0
+    except Exception as exc:
+        logger.exception("overcast-agent failed")
+        await _report_failure(control, f"{type(exc).__name__}: {exc}")
+        if node is not None:
+            await _close_quietly(node)
+        return 1
+    finally:
+        ship_timer.cancel()
+        await control.aclose()
+
+
+async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlane) -> "Node":
+    loop = asyncio.get_running_loop()
+    # Import distributed (~0.5 s of CPU) in a thread while the TLS request is on the wire.
+    tls, dp = await asyncio.gather(
+        control.tls(),
+        loop.run_in_executor(None, importlib.import_module, "overcast.agent.dask_process"),
+    )
+    from overcast.security import dask_security
+
+    logship.route_distributed_logs()
+    security = dask_security(tls.ca_cert, tls.cert, tls.key)
+    if boot.role == "scheduler":
+        node = await dp.start_scheduler(boot, ident, security)
+    else:
+        logger.info("waiting for the scheduler's address")
+        address = await dp.wait_for_scheduler(control)
+        node = await dp.start_worker(boot, ident, security, address)
+    try:
+        await control.ready(node.address, node.dashboard_address, node.internal_address)
+    except BaseException:
+        await _close_quietly(node)
+        raise
+    logger.info("reported ready: %s", node.address)
+    return node
+
+
+async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Await ``aw`` unless ``stop`` is set first (then cancel it and return None)."""
+    task = asyncio.ensure_future(aw)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    finally:
+        stopped.cancel()
+
+
+async def _report_failure(control: ControlPlane, reason: str) -> None:
+    try:
+        await control.failed(reason[:300])
+    except Exception as exc:  # noqa: BLE001 - best effort: the instance is failing anyway
+        logger.warning("could not report the failure to the control plane: %s", exc)
+
+
+async def _close_quietly(node: Any) -> None:
+    from overcast.agent import dask_process as dp
+
+    try:
+        await dp.close_node(node, timeout=10)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("error while closing dask: %s", exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The instance role: what an overcast VM may do (ship its logs, read S3), named after the account.
+
+The role and its instance profile are both called exactly the account slug, as the product
+docs promise ("the role name that overcast creates is the same as your account slug"), so users
+can attach their own S3 policies to it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ... import tags as T
+from .errors import AwsError, code_of, wrap
+from .network import Report, Resource, noop
+from .session import AwsContext
+
+INLINE_POLICY = "overcast-instance"
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def instance_policy(slug: str) -> dict[str, Any]:
+    """Agents write their own log stream in the slug's group; dask reads data from S3."""
+    group = f"arn:aws:logs:*:*:log-group:{slug}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ShipLogs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [group, f"{group}:*"],
+            },
+            {
+                "Sid": "ReadData",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": "*",
+            },
+        ],
+    }
+
+
+def _is(exc: ClientError, code: str) -> bool:
+    return code_of(exc) == code
+
+
+@wrap
+def ensure_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> str:
+    """Create (or repair) role + inline policy + instance profile; returns the profile name."""
+    iam = ctx.client("iam")
+    tags = T.as_aws(T.resource_tags(slug))
+    try:
+        role = iam.get_role(RoleName=slug)["Role"]
+        state = "found"
+        if T.from_aws(role.get("Tags")).get(T.MANAGED) != "true":
+            # Never rewrite the policy of a role someone else made.
+            raise AwsError(
+                f"An IAM role named {slug!r} already exists and was not created by overcast. "
+                "Rename or delete it, then set the backend up again."
+            )
+    except ClientError as exc:
+        if not _is(exc, "NoSuchEntity"):
+            raise
+        role = iam.create_role(
+            RoleName=slug,
+            AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+            Description=f"overcast instances of account {slug}",
+            Tags=tags,
+        )["Role"]
+        state = "created"
+    # put_role_policy overwrites: this also repairs a policy someone edited.
+    iam.put_role_policy(
+        RoleName=slug, PolicyName=INLINE_POLICY, PolicyDocument=json.dumps(instance_policy(slug))
+    )
+    report(Resource("iam-role", role["Arn"], None, state))
+
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=slug)["InstanceProfile"]
+        state = "found"
+    except ClientError as exc:
+        if not _is(exc, "NoSuchEntity"):
+            raise
+        profile = iam.create_instance_profile(InstanceProfileName=slug, Tags=tags)[
+            "InstanceProfile"
+        ]
+        state = "created"
+    if slug not in {r["RoleName"] for r in profile.get("Roles", [])}:
+        try:
+            iam.add_role_to_instance_profile(InstanceProfileName=slug, RoleName=slug)
+        except ClientError as exc:
+            if not _is(exc, "LimitExceeded"):  # a profile holds one role: someone else's
+                raise
+            raise AwsError(
+                f"The instance profile {slug!r} already holds another role. Remove that role "
+                "from it, then set the backend up again."
+            ) from exc
+    report(Resource("instance-profile", profile["Arn"], None, state))
+    return slug
+
+
+@wrap
+def delete_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> None:
+    """Delete the profile and the role (detaching any policies users attached). Idempotent."""
+    iam = ctx.client("iam")
+    try:
+        profile = iam.get_instance_profile(InstanceProfileName=slug)["InstanceProfile"]
+    except ClientError as exc:
+        if not _is(exc, "NoSuchEntity"):
+            raise
+        profile = None
+    if profile is not None:
+        for role in profile.get("Roles", []):
+            iam.remove_role_from_instance_profile(
+                InstanceProfileName=slug, RoleName=role["RoleName"]
+            )
+        iam.delete_instance_profile(InstanceProfileName=slug)
+        report(Resource("instance-profile", profile["Arn"], None, "deleted"))
+
+    try:
+        role = iam.get_role(RoleName=slug)["Role"]
+    except ClientError as exc:
+        if _is(exc, "NoSuchEntity"):
+            return
+        raise
+    if T.from_aws(role.get("Tags")).get(T.MANAGED) != "true":
+        return  # not ours: leave it alone
+    for name in iam.list_role_policies(RoleName=slug)["PolicyNames"]:
+        iam.delete_role_policy(RoleName=slug, PolicyName=name)
+    for attached in iam.list_attached_role_policies(RoleName=slug)["AttachedPolicies"]:
+        iam.detach_role_policy(RoleName=slug, PolicyArn=attached["PolicyArn"])
+    # The role may still sit in another profile (someone added it by hand).
+    for other in iam.list_instance_profiles_for_role(RoleName=slug)["InstanceProfiles"]:
+        iam.remove_role_from_instance_profile(
+            InstanceProfileName=other["InstanceProfileName"], RoleName=slug
+        )
+    iam.delete_role(RoleName=slug)
+    report(Resource("iam-role", role["Arn"], None, "deleted"))

@@ -1,0 +1,55 @@
+"""The account's ECR repository (for software environments), named after the slug."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from ... import tags as T
+from .errors import code_of, wrap
+from .network import Report, Resource, noop
+from .session import AwsContext
+
+
+def repository_name(slug: str) -> str:
+    # ECR names are lowercase; slugs already are, this only guards against surprises.
+    return slug.lower()
+
+
+@wrap
+def ensure_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> str:
+    """Create (or find) the repository; returns its URI."""
+    ecr = ctx.client("ecr")
+    name = repository_name(slug)
+    try:
+        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+        state = "found"
+    except ClientError as exc:
+        if code_of(exc) != "RepositoryNotFoundException":
+            raise
+        try:
+            repo = ecr.create_repository(
+                repositoryName=name,
+                tags=[{"Key": k, "Value": v} for k, v in T.resource_tags(slug).items()],
+                imageScanningConfiguration={"scanOnPush": True},
+            )["repository"]
+            state = "created"
+        except ClientError as exc2:  # created by a concurrent pass
+            if code_of(exc2) != "RepositoryAlreadyExistsException":
+                raise
+            repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+            state = "found"
+    report(Resource("ecr-repository", repo["repositoryArn"], None, state))
+    return repo["repositoryUri"]
+
+
+@wrap
+def delete_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> None:
+    """Delete the repository and its images. Idempotent."""
+    ecr = ctx.client("ecr")
+    try:
+        repo = ecr.delete_repository(repositoryName=repository_name(slug), force=True)
+    except ClientError as exc:
+        if code_of(exc) != "RepositoryNotFoundException":
+            raise
+        return
+    report(Resource("ecr-repository", repo["repository"]["repositoryArn"], None, "deleted"))

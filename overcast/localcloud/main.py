@@ -1,0 +1,208 @@
+"""The local cloud in one process: moto server + seeding + IMDS + instance runner + control API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from overcast import settings
+from overcast.localcloud import motoserver
+from overcast.localcloud import seed as seeding
+from overcast.localcloud.faults import ControlMiddleware, Faults
+from overcast.localcloud.imds import MetadataService
+from overcast.localcloud.runner import DEFAULT_COMMAND, Runner
+
+log = logging.getLogger("overcast.localcloud")
+
+ADMIN_POLICY = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+def state_file() -> Path:
+    return settings.run_dir() / "localcloud.json"
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running local cloud's {"endpoint", "imds", "pid"}, or None if none is running."""
+    try:
+        state = json.loads(state_file().read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return state
+
+
+class LocalCloud:
+    def __init__(self, port: int = 4599, imds_port: int = 4598, seed: bool = True,
+                 enforce_iam: bool = False, agent_command: Sequence[str] = DEFAULT_COMMAND,
+                 write_state: bool = True, poll_interval: float = 0.1) -> None:
+        self._stopped = threading.Event()
+        self.faults = Faults()
+        handlers = {"spot-interruptions": self._spot_handler, "accounts": self._account_handler}
+        self._moto = motoserver.MotoServer(
+            port=port, middleware=lambda app: ControlMiddleware(app, self.faults, handlers))
+        # moto's state is per process: a new local cloud starts empty, even in a test process
+        # that ran one before.
+        from moto.core.base_backend import BackendDict
+
+        BackendDict.reset()
+        self.endpoint = self._moto.start()
+        try:
+            self._start(imds_port, seed, enforce_iam, agent_command, write_state, poll_interval)
+        except BaseException:
+            self._moto.stop()
+            raise
+
+    def _start(self, imds_port: int, seed: bool, enforce_iam: bool,
+               agent_command: Sequence[str], write_state: bool, poll_interval: float) -> None:
+        motoserver.allow_anonymous_public_reads()
+        self.imds = MetadataService(port=imds_port)
+        self.imds_url = self.imds.start()
+        self.runner = Runner(self.imds, self.endpoint, command=agent_command,
+                             interval=poll_interval)
+        self.timings: dict[str, float] = {}
+        self.enforce_iam = enforce_iam
+        self._write_state = write_state
+        try:
+            if seed:
+                self.timings = seeding.seed(self.endpoint, all_regions=False)
+                log.info("seeded in %s", {k: round(v, 2) for k, v in self.timings.items()})
+                # The image is in every region already; creating the other regions' EC2
+                # backends (2.5 s for all) off the startup path makes first calls fast.
+                threading.Thread(target=self._warm, daemon=True, name="warm-regions").start()
+        except BaseException:
+            self.imds.stop()
+            raise
+        if enforce_iam:  # after seeding: moto's free requests are used up by then
+            motoserver.set_enforce_iam(True)
+        self.runner.start()
+        if write_state:
+            path = state_file()
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
+                                       "pid": os.getpid(), "enforce_iam": enforce_iam}))
+            tmp.replace(path)
+
+    def _warm(self) -> None:
+        from moto.ec2.models import ec2_backends
+
+        for region in seeding.SUPPORTED_REGIONS[1:]:  # in-process: IAM enforcement is no matter
+            if self._stopped.is_set():
+                return
+            backend = ec2_backends[motoserver.OPERATOR_ACCOUNT][region]
+            if not backend.describe_images(filters={"name": [motoserver.AMI_NAME]}):
+                log.error("%s missing in %s", motoserver.AMI_NAME, region)
+
+    def stop(self) -> None:
+        """Stop every instance process, then the servers. Safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.runner.stop()
+        self.imds.stop()
+        self._moto.stop()
+        if self.enforce_iam:
+            motoserver.set_enforce_iam(False)
+        if self._write_state:
+            current = read_state()
+            if current is None or current.get("pid") == os.getpid():
+                state_file().unlink(missing_ok=True)
+
+    def serve_forever(self) -> None:
+        """Block until SIGINT/SIGTERM (or stop()), then shut everything down."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self._stopped.set())
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            self._stopped.clear()
+            self.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- simulated AWS events --------------------------------------------------------------
+    def interrupt_spot(self, instance_id: str, notice_seconds: float = 0.0) -> dict[str, Any]:
+        """What AWS does when it reclaims a spot instance: a notice on the instance's IMDS
+        (spot/instance-action), then termination with Server.SpotInstanceTermination."""
+        backend = self.runner.backend_of(instance_id)
+        inst = backend.get_instance(instance_id)
+        if inst.lifecycle != "spot":
+            raise ValueError(f"{instance_id} is not a spot instance")
+        when = time.gmtime(time.time() + notice_seconds)
+        action = {"action": "terminate", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", when)}
+        meta = self.imds.instances.get(instance_id)
+        if meta is not None:
+            meta.spot_action = action
+
+        def reclaim() -> None:
+            self.runner.terminate(instance_id, reason="Server.SpotInstanceTermination: "
+                                  "Spot instance termination")
+
+        timer = threading.Timer(notice_seconds, reclaim)
+        timer.daemon = True
+        timer.start()
+        return {"instance_id": instance_id, **action}
+
+    def _spot_handler(self, data: dict[str, Any]) -> Any:
+        return self.interrupt_spot(data["instance_id"], float(data.get("notice_seconds", 0)))
+
+    def _account_handler(self, data: dict[str, Any]) -> Any:
+        return new_aws_account(setup_policy=data.get("setup_policy"),
+                               ongoing_policy=data.get("ongoing_policy"),
+                               user_name=data.get("user_name", "overcast"))
+
+
+def run_local_cloud(port: int = 4599, imds_port: int = 4598, seed: bool = True,
+                    **kwargs: Any) -> LocalCloud:
+    return LocalCloud(port=port, imds_port=imds_port, seed=seed, **kwargs)
+
+
+def _default_policies() -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        from overcast.backends.aws import policies  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise LookupError("overcast.backends.aws.policies is not there yet: pass the setup "
+                          "and ongoing policy documents") from exc
+    return policies.load("setup"), policies.load("ongoing")
+
+
+def new_aws_account(setup_policy: dict[str, Any] | str | None = None,
+                    ongoing_policy: dict[str, Any] | str | None = None,
+                    user_name: str = "overcast", account_id: str | None = None) -> dict[str, str]:
+    """A new simulated AWS account (as a user would have): an IAM user with the setup and
+    ongoing policies attached and long-lived keys. Runs in-process in the local cloud's
+    process, so it works whether or not IAM is enforced."""
+    from moto.iam.models import iam_backends
+
+    if setup_policy is None or ongoing_policy is None:
+        default_setup, default_ongoing = _default_policies()
+        setup_policy = setup_policy or default_setup
+        ongoing_policy = ongoing_policy or default_ongoing
+    if account_id is None:
+        taken = set(iam_backends) | {motoserver.OPERATOR_ACCOUNT}
+        account_id = next(a for a in (str(random.randint(10**11, 10**12 - 1))
+                                      for _ in range(100)) if a not in taken)
+    iam = iam_backends[account_id]["aws"]
+    iam.create_user(region_name="us-east-1", user_name=user_name)
+    for name, doc in (("overcast-setup", setup_policy), ("overcast-ongoing", ongoing_policy)):
+        text = doc if isinstance(doc, str) else json.dumps(doc)
+        policy = iam.create_policy(description=f"{name} policy", path="/",
+                                   policy_document=text, policy_name=name, tags=[])
+        iam.attach_user_policy(policy.arn, user_name)
+    key = iam.create_access_key(user_name)
+    return {"account_id": account_id, "user": user_name,
+            "access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key}
