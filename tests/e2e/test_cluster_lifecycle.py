@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 
 import httpx
@@ -113,7 +115,25 @@ def test_network_iam_and_logs_read_back(resources_cluster, stack, aws):
 
 def test_client_without_cluster_certificate_is_refused(resources_cluster, stack):
     from distributed import Client as DaskClient
+
+    from overcast.security import dask_security, generate_cluster_tls
     address = resources_cluster["scheduler_address"]
     assert address.startswith("tls://")
+    creds = httpx.get(f"{stack.url}/api/v1/accounts/{stack.account}/clusters/resources/"
+                      "credentials", headers={"Authorization": f"Bearer {stack.token}"}).json()
+    other = generate_cluster_tls("another-cluster")
     with pytest.raises((OSError, TimeoutError)):
-        DaskClient(address, timeout=5)
+        DaskClient(address, security=dask_security(other.ca_cert, other.client_cert,
+                                                   other.client_key), timeout=3)
+    # TLS that trusts the cluster's CA but shows no client certificate: the scheduler hangs up.
+    host, port = address.removeprefix("tls://").rsplit(":", 1)
+    context = ssl.create_default_context(cadata=creds["ca_cert"])
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            with context.wrap_socket(raw) as tls:
+                tls.sendall(b"hello")
+                tls.recv(1)
+    with DaskClient(address, security=dask_security(creds["ca_cert"], creds["cert"],
+                                                    creds["key"]), timeout=10) as client:
+        assert client.submit(sum, [2, 2]).result() == 4

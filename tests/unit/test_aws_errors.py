@@ -20,7 +20,10 @@ SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 def client_error(code, message, op="RunInstances", status=400):
     return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
         op,
     )
 
@@ -90,17 +93,21 @@ def test_bare_403_uses_the_hint():
     [
         (
             "InsufficientInstanceCapacity",
-            "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone "
-            "you requested (us-east-1a). Our system will be working on provisioning additional "
-            "capacity.",
+            (
+                "We currently do not have sufficient g4dn.xlarge capacity in the Availability Zone "
+                "you requested (us-east-1a). Our system will be working on provisioning additional "
+                "capacity."
+            ),
             "us-east-1a",
         ),
         ("InsufficientCapacity", "Insufficient capacity.", None),
         (
             "Unsupported",
-            "Your requested instance type (p4d.24xlarge) is not supported in your requested "
-            "Availability Zone (us-west-2d). Please retry your request by not specifying an "
-            "Availability Zone or choosing us-west-2a, us-west-2b.",
+            (
+                "Your requested instance type (p4d.24xlarge) is not supported in your requested "
+                "Availability Zone (us-west-2d). Please retry your request by not specifying an "
+                "Availability Zone or choosing us-west-2a, us-west-2b."
+            ),
             "us-west-2d",
         ),
     ],
@@ -136,8 +143,11 @@ def test_other_errors_are_generic_and_short():
 
 def test_instance_profile_not_ready_is_retryable():
     err = translate(
-        client_error("InvalidParameterValue", "Value (alice) for parameter iamInstanceProfile.name "
-                     "is invalid. Invalid IAM Instance Profile name")
+        client_error(
+            "InvalidParameterValue",
+            "Value (alice) for parameter iamInstanceProfile.name "
+            "is invalid. Invalid IAM Instance Profile name",
+        )
     )
     assert err.retryable
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import ClassVar
 
 import pytest
 from moto import mock_aws
@@ -95,7 +96,7 @@ def test_delete_security_group_in_use_is_left_for_later(ctx, net):
 
     class Http:
         status_code = 400
-        headers: dict = {}
+        headers: ClassVar[dict] = {}
 
     def in_use(**_):
         return Http(), {"Error": {"Code": "DependencyViolation", "Message": "in use"}}
@@ -154,8 +155,7 @@ def test_launch_spot_idempotent_and_tagged(ctx, net):
     assert info.subnet_id == net.private_subnets[ZONE]
     assert instances.launch(ctx, s).aws_id == info.aws_id
     ec2 = ctx.client("ec2")
-    described = ec2.describe_instances(InstanceIds=[info.aws_id])["Reservations"][0][
-        "Instances"][0]
+    described = ec2.describe_instances(InstanceIds=[info.aws_id])["Reservations"][0]["Instances"][0]
     assert described["InstanceLifecycle"] == "spot"
     assert [g["GroupId"] for g in described["SecurityGroups"]] == [sg]
     tags = T.from_aws(described["Tags"])
@@ -168,10 +168,12 @@ def test_launch_spot_idempotent_and_tagged(ctx, net):
     on_demand = instances.launch(ctx, spec(ctx, net, sg, role="scheduler", token="tok-2"))
     assert not on_demand.spot and on_demand.public_ip
     assert {i.aws_id for i in instances.list_cluster_instances(ctx, 7)} == {
-        info.aws_id, on_demand.aws_id,
+        info.aws_id,
+        on_demand.aws_id,
     }
     assert {i.aws_id for i in instances.list_account_instances(ctx, "alice")} == {
-        info.aws_id, on_demand.aws_id,
+        info.aws_id,
+        on_demand.aws_id,
     }
     assert instances.list_account_instances(ctx, "bob") == []
 

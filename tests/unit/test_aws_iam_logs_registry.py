@@ -40,8 +40,11 @@ def test_instance_role_named_after_slug(ctx):
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
     assert actions == {
-        "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams",
-        "s3:GetObject", "s3:ListBucket",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "logs:DescribeLogStreams",
+        "s3:GetObject",
+        "s3:ListBucket",
     }
     log_stmt = doc["Statement"][0]
     assert all(":log-group:alice" in r for r in log_stmt["Resource"])
@@ -73,10 +76,15 @@ def test_delete_instance_role(ctx):
     client = ctx.client("iam")
     iam.ensure_instance_role(ctx, "alice")
     # Users attach their own S3 policies to the role; teardown must cope.
-    arn = client.create_policy(PolicyName="s3", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
-    }))["Policy"]["Arn"]
+    arn = client.create_policy(
+        PolicyName="s3",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
     client.attach_role_policy(RoleName="alice", PolicyArn=arn)
     seen = []
     iam.delete_instance_role(ctx, "alice", seen.append)
@@ -100,10 +108,14 @@ def test_log_group_retention(ctx):
     again = []
     logs.ensure_log_group(ctx, "alice", report=again.append)
     assert again[0].state == "found"
-    assert client.describe_log_groups(logGroupNamePrefix="alice")["logGroups"][0][
-        "retentionInDays"] == 30
-    assert client.list_tags_for_resource(resourceArn=group["arn"].rstrip(":*"))["tags"][
-        T.ACCOUNT] == "alice"
+    assert (
+        client.describe_log_groups(logGroupNamePrefix="alice")["logGroups"][0]["retentionInDays"]
+        == 30
+    )
+    assert (
+        client.list_tags_for_resource(resourceArn=group["arn"].rstrip(":*"))["tags"][T.ACCOUNT]
+        == "alice"
+    )
 
 
 def test_read_streams(ctx):

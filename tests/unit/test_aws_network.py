@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import ClassVar
 
 import pytest
 from moto import mock_aws
@@ -29,7 +30,7 @@ def deny(ctx, service, operation, code="UnauthorizedOperation", message=None):
 
     class Http:
         status_code = 403
-        headers: dict = {}
+        headers: ClassVar[dict] = {}
 
     msg = message or "You are not authorized to perform this operation."
 
@@ -45,8 +46,13 @@ def test_ensure_network_creates_everything_once(ctx):
     assert {r.state for r in first} == {"created"}
     kinds = {r.kind for r in first}
     assert kinds == {
-        "vpc", "internet-gateway", "route-table", "subnet-public", "subnet-private",
-        "elastic-ip", "nat-gateway",
+        "vpc",
+        "internet-gateway",
+        "route-table",
+        "subnet-public",
+        "subnet-private",
+        "elastic-ip",
+        "nat-gateway",
     }
     assert sorted(net.public_subnets) == network.zones(ctx) == [f"{REGION}{c}" for c in "abcdef"]
     assert sorted(net.private_subnets) == sorted(net.public_subnets)
@@ -59,8 +65,10 @@ def test_ensure_network_creates_everything_once(ctx):
     }
     ec2 = ctx.client("ec2")
     assert len(ec2.describe_vpcs(Filters=T.filters(T.resource_tags("alice")))["Vpcs"]) == 1
-    assert len(ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [net.vpc_id]}])[
-        "Subnets"]) == 12
+    assert (
+        len(ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [net.vpc_id]}])["Subnets"])
+        == 12
+    )
 
 
 def test_tags_and_cidrs(ctx):
@@ -75,7 +83,8 @@ def test_tags_and_cidrs(ctx):
         "nat": ec2.describe_nat_gateways(NatGatewayIds=[net.nat_gateway_id])["NatGateways"],
         "eip": ec2.describe_addresses(Filters=T.filters(T.resource_tags("alice")))["Addresses"],
         "subnets": ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [net.vpc_id]}])[
-            "Subnets"],
+            "Subnets"
+        ],
     }
     for name, items in tagged.items():
         assert items, name
@@ -97,7 +106,8 @@ def test_public_subnets_map_public_ips_and_routes(ctx):
     subnets = {
         s["SubnetId"]: s
         for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [net.vpc_id]}])[
-            "Subnets"]
+            "Subnets"
+        ]
     }
     assert all(subnets[s]["MapPublicIpOnLaunch"] for s in net.public_subnets.values())
     assert not any(subnets[s]["MapPublicIpOnLaunch"] for s in net.private_subnets.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import boto3
 import pytest
 from botocore.credentials import RefreshableCredentials
 from moto import mock_aws
@@ -43,7 +44,6 @@ def test_assume_role_with_external_id_refreshes(aws):
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
     }
-    import boto3
 
     arn = boto3.client("iam", region_name="us-east-1").create_role(
         RoleName="overcast-access", AssumeRolePolicyDocument=json.dumps(trust)
@@ -68,8 +68,6 @@ def test_record_actions(aws):
     ctx.client("logs").describe_log_groups()
     ctx.client("ecr").describe_repositories()
     assert calls == ["ec2:DescribeVpcs", "logs:DescribeLogGroups", "ecr:DescribeRepositories"]
-
-    import boto3
 
     plain = boto3.Session(region_name="us-east-1")
     recorded = session.record_actions(plain)

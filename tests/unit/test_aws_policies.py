@@ -1,0 +1,198 @@
+"""The policy documents match the calls the code makes, phase by phase."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
+
+from overcast import tags as T
+from overcast.backends.aws import (
+    firewall,
+    iam,
+    instances,
+    logs,
+    network,
+    policies,
+    registry,
+    session,
+    teardown,
+)
+from overcast.backends.aws.errors import PermissionMissing
+
+REGION = "us-east-1"
+ZONES = [f"{REGION}a", f"{REGION}b"]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+def test_documents_are_well_formed():
+    for name in policies.NAMES:
+        doc = policies.load(name)
+        assert doc["Version"] == "2012-10-17"
+        assert json.loads(policies.text(name)) == doc
+        for statement in doc["Statement"]:
+            assert statement["Effect"] == "Allow" and statement["Resource"] == "*"
+            assert "Condition" not in statement  # moto denies conditions it cannot evaluate
+        assert all(re.fullmatch(r"[a-z0-9]+:[A-Z][A-Za-z]+", a) for a in policies.actions(name))
+    assert not policies.actions("setup") & policies.actions("ongoing")
+    assert policies.IMPLIED <= policies.all_actions()
+    with pytest.raises(ValueError):
+        policies.load("admin")
+
+
+def _setup(ctx):
+    network.ensure_network(ctx, "alice", zones=ZONES)
+    iam.ensure_instance_role(ctx, "alice")
+    logs.ensure_log_group(ctx, "alice")
+    registry.ensure_ecr_repository(ctx, "alice")
+
+
+def _cluster(ctx, ports=(22, 8786, 8787)):
+    net = network.find_network(ctx, "alice")
+    assert net is not None
+    net = network.ensure_zone_subnets(ctx, net, "alice", ZONES[0])
+    network.zones(ctx)
+    image = instances.find_image(ctx)
+    instances.instance_types(ctx, ["t3.medium"])
+    sg = firewall.ensure_cluster_security_group(
+        ctx, net.vpc_id, "alice", 1, "demo", list(ports), "0.0.0.0/0"
+    )
+    info = instances.launch(
+        ctx,
+        instances.LaunchSpec(
+            "scheduler",
+            net.public_subnets[ZONES[0]],
+            sg,
+            "t3.medium",
+            image,
+            "alice",
+            "{}",
+            T.resource_tags("alice", 1),
+            False,
+            "tok-1",
+        ),
+    )
+    instances.list_cluster_instances(ctx, 1)
+    instances.list_account_instances(ctx, "alice")
+    logs.read_streams(ctx, "alice", [info.aws_id])
+    firewall.list_cluster_security_groups(ctx, 1)
+    return info
+
+
+def test_every_call_is_in_its_phase_policy(env):
+    with mock_aws():
+        ctx = session.context(REGION)
+        ctx.client("ec2").register_image(
+            Name="overcast-agent-1", Architecture="x86_64", RootDeviceName="/dev/sda1"
+        )
+        calls = session.record_actions(ctx)
+        _setup(ctx)
+        setup_calls = set(calls)
+        assert setup_calls <= policies.all_actions()
+
+        calls.clear()
+        info = _cluster(ctx)
+        # Firewall settings changed: rules are revoked and added with the ongoing policy.
+        _cluster(ctx, ports=(8786,))
+        instances.terminate(ctx, [info.aws_id])
+        firewall.delete_cluster_security_groups(ctx, 1)
+        cluster_calls = set(calls)
+        assert cluster_calls <= policies.actions("ongoing"), cluster_calls - policies.actions(
+            "ongoing"
+        )
+
+        calls.clear()
+        # Repairs: a NAT gateway deleted by hand, a policy attached to the role by a user.
+        ec2 = ctx.client("ec2")
+        net = network.find_network(ctx, "alice")
+        ec2.delete_nat_gateway(NatGatewayId=net.nat_gateway_id)
+        _setup(ctx)
+        arn = ctx.client("iam").create_policy(
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )["Policy"]["Arn"]
+        ctx.client("iam").attach_role_policy(RoleName="alice", PolicyArn=arn)
+        calls.clear()
+        _cluster(ctx)
+        teardown.teardown_account(ctx, "alice", "alice")
+        teardown_calls = set(calls)
+        assert teardown_calls <= policies.all_actions()
+
+        used = setup_calls | cluster_calls | teardown_calls
+        unused = policies.all_actions() - policies.IMPLIED - used
+        # Only called on paths moto does not reach (its subnets keep no associations after
+        # deletion, its routes never go blackhole after a NAT is deleted).
+        assert unused <= {"ec2:DisassociateRouteTable", "ec2:ReplaceRoute"}, unused
+
+
+ADMIN = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+    }
+)
+
+
+def _admin_iam():
+    """The first three requests are free: make an admin whose key signs everything else."""
+    iam_client = boto3.client("iam", region_name=REGION)
+    iam_client.create_user(UserName="admin")
+    iam_client.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=ADMIN)
+    key = iam_client.create_access_key(UserName="admin")["AccessKey"]
+    return boto3.client(
+        "iam",
+        region_name=REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+
+
+def _customer_ctx(admin, *names):
+    admin.create_user(UserName="customer")
+    for name in names:
+        admin.put_user_policy(
+            UserName="customer", PolicyName=name, PolicyDocument=policies.text(name)
+        )
+    key = admin.create_access_key(UserName="customer")["AccessKey"]
+    return session.context(REGION, key["AccessKeyId"], key["SecretAccessKey"])
+
+
+@set_initial_no_auth_action_count(3)
+def test_least_privilege_under_moto_enforcement(env):
+    with mock_aws():
+        admin = _admin_iam()
+        ctx = _customer_ctx(admin, "setup", "ongoing")
+        _setup(ctx)
+        assert admin.get_role(RoleName="alice")["Role"]["RoleName"] == "alice"
+        # Detach setup: existing zones keep working, a new zone cannot get its subnets.
+        admin.delete_user_policy(UserName="customer", PolicyName="setup")
+        net = network.find_network(ctx, "alice")
+        assert net is not None and sorted(net.public_subnets) == ZONES
+        assert network.ensure_zone_subnets(ctx, net, "alice", ZONES[1]) is net
+        firewall.ensure_cluster_security_group(
+            ctx, net.vpc_id, "alice", 1, "demo", [8786], "0.0.0.0/0"
+        )
+        with pytest.raises(PermissionMissing) as info:
+            network.ensure_zone_subnets(ctx, net, "alice", f"{REGION}c")
+        assert info.value.actions == ["ec2:CreateSubnet"]
+        assert f"{REGION}c" in str(info.value) and "setup" in str(info.value)
+        with pytest.raises(PermissionMissing) as denied:
+            logs.delete_log_group(ctx, "alice")
+        assert denied.value.actions == ["logs:DeleteLogGroup"]
+        assert "<" not in str(denied.value)
