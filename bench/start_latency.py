@@ -21,11 +21,10 @@ import dask
 from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.e2e.stack import Stack  # noqa: E402
-
-import overcast  # noqa: E402
-from overcast.server.bootstrap import ensure_first_user  # noqa: E402
-from overcast.store.db import Database  # noqa: E402
+import overcast
+from overcast.server.bootstrap import ensure_first_user
+from overcast.store.db import Database
+from tests.e2e.stack import Stack
 
 
 def time_local(n: int) -> float:
@@ -72,8 +71,8 @@ def main() -> None:
     finally:
         stack.stop()
     lm, om = statistics.median(local), statistics.median(ours)
-    print(f"| workers | rounds | LocalCluster median | overcast median | ratio |")
-    print(f"|---|---|---|---|---|")
+    print("| workers | rounds | LocalCluster median | overcast median | ratio |")
+    print("|---|---|---|---|---|")
     print(f"| {args.workers} | {args.rounds} | {lm:.2f} s | {om:.2f} s | {om / lm:.2f}x |")
 
 

@@ -26,7 +26,7 @@ class BootConfig:
         return json.dumps({"overcast": FORMAT_VERSION, **asdict(self)})
 
     @classmethod
-    def from_user_data(cls, text: str) -> "BootConfig":
+    def from_user_data(cls, text: str) -> BootConfig:
         data = json.loads(text)
         if data.pop("overcast", None) != FORMAT_VERSION:
             raise ValueError("user data is not an overcast boot document (version 1)")

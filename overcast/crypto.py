@@ -1,4 +1,4 @@
-"""Encryption at rest for secrets in the database (AWS keys, TLS keys): Fernet, one key per server."""
+"""Encryption at rest for secrets in the database (AWS keys, TLS keys): Fernet, one key."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ class ClusterOptions:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ClusterOptions":
+    def from_dict(cls, data: dict[str, Any]) -> ClusterOptions:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 

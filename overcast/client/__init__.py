@@ -4,8 +4,8 @@ from overcast.client.config import register_defaults
 
 register_defaults()
 
-from overcast.client.cluster import Cluster
-from overcast.client.errors import (
+from overcast.client.cluster import Cluster  # noqa: E402
+from overcast.client.errors import (  # noqa: E402
     ApiError,
     ClusterStartError,
     NotConfigured,
@@ -13,7 +13,7 @@ from overcast.client.errors import (
     OvercastError,
     ServerUnreachable,
 )
-from overcast.client.functions import (
+from overcast.client.functions import (  # noqa: E402
     delete_cluster,
     get_logs,
     get_notifications,

@@ -45,9 +45,11 @@ class Api:
         server = config.get("server", server)
         token = config.get("token", token)
         if not server:
-            raise NotConfigured(NOT_CONFIGURED.format(what="server", path=config.user_config_path()))
+            raise NotConfigured(NOT_CONFIGURED.format(what="server",
+                                                      path=config.user_config_path()))
         if not token:
-            raise NotConfigured(NOT_CONFIGURED.format(what="API token", path=config.user_config_path()))
+            raise NotConfigured(NOT_CONFIGURED.format(what="API token",
+                                                      path=config.user_config_path()))
         self.server = str(server).rstrip("/")
         self._token = str(token)
         self.timeout = timeout if timeout is not None else config.seconds("request-timeout")

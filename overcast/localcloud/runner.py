@@ -58,7 +58,8 @@ class Booted:
 
 def _host_gpus() -> int:
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True,
+                             timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))

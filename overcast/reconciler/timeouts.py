@@ -25,12 +25,12 @@ class Timeouts:
         now = utcnow()
         stale = []
         for row in cluster.instances:
-            if row.state in ("launched", "booting"):
-                if now - row.created_at > timedelta(seconds=self.boot):
-                    stale.append(row)
-            elif row.state == "ready" and row.last_heartbeat:
-                if now - row.last_heartbeat > timedelta(seconds=self.heartbeat):
-                    stale.append(row)
+            booting_too_long = row.state in ("launched", "booting") and \
+                now - row.created_at > timedelta(seconds=self.boot)
+            silent = row.state == "ready" and row.last_heartbeat is not None and \
+                now - row.last_heartbeat > timedelta(seconds=self.heartbeat)
+            if booting_too_long or silent:
+                stale.append(row)
         return stale
 
     def stale_reason(self, row: Instance) -> str:

@@ -5,13 +5,13 @@ The one API read that goes to AWS: logs live there (30 days), not in our databas
 
 from __future__ import annotations
 
+from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
 from overcast.backends.aws import logs
 from overcast.backends.aws.errors import AwsError
 from overcast.reconciler.contexts import ContextFactory
 from overcast.store.models import Cluster
-from fastapi import HTTPException
 
 
 class LogReader:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -10,7 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -108,7 +108,8 @@ class Cluster(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     final_state: Mapped[str] = mapped_column(String(16), default="stopped")  # after stopping
     token_hash: Mapped[str] = mapped_column(String(64))
-    token_encrypted: Mapped[str] = mapped_column(Text)  # goes into each VM's user data
+    # The cluster token goes into each VM's user data, so it is kept (encrypted), not hashed.
+    token_encrypted: Mapped[str] = mapped_column(Text)
     tls_encrypted: Mapped[str] = mapped_column(Text)
     security_group_id: Mapped[str | None] = mapped_column(String(64))
     scheduler_address: Mapped[str | None] = mapped_column(String(255))
@@ -119,7 +120,8 @@ class Cluster(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     account: Mapped[Account] = relationship()
-    instances: Mapped[list[Instance]] = relationship(back_populates="cluster", order_by="Instance.id")
+    instances: Mapped[list[Instance]] = relationship(back_populates="cluster",
+                                                     order_by="Instance.id")
 
 
 class Instance(Base):

@@ -30,7 +30,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
 

@@ -35,8 +35,9 @@ def cluster_instances(ec2, cluster_id: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def running(stack):
     """One 2-worker cluster for the read-back tests of this module."""
-    import dask
     import os
+
+    import dask
     os.environ["AWS_ENDPOINT_URL"] = stack.endpoint
     with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
                           "overcast.account": stack.account}):

@@ -64,7 +64,7 @@ BAD_CREDENTIALS = {
 
 
 class AwsError(Exception):
-    """An AWS call failed; `str()` is the message to show, `retryable` says a later pass may work."""
+    """An AWS call failed; `str()` is the message to show; `retryable`: a later pass may work."""
 
     retryable = False
 
@@ -84,7 +84,7 @@ class PermissionMissing(AwsError):
 
 
 class CapacityError(AwsError):
-    """AWS has no capacity (or no support) for the instance type in `.zone`; try another zone/type."""
+    """AWS has no capacity (or no support) for the instance type in `.zone`: try another."""
 
     retryable = True
 

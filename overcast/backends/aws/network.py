@@ -413,7 +413,7 @@ def _route_table_id(ec2: Any, vpc_id: str, tier: str) -> str:
 
 
 # Re-exported: teardown lives in its own module to keep this one short.
-from .network_teardown import teardown_network
+from .network_teardown import teardown_network  # noqa: E402
 
 __all__ = [
     "Network",

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast import crypto
-from overcast.server.auth import bearer, db_session, tokens_match
 from overcast.server.api.clusters import wake
+from overcast.server.auth import bearer, db_session, tokens_match
 from overcast.store.models import Cluster, Instance, utcnow
 from overcast.store.notify import notify
 
