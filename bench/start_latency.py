@@ -38,7 +38,7 @@ def time_local(n: int) -> float:
 
 def time_overcast(n: int, i: int) -> float:
     start = time.perf_counter()
-    with overcast.Cluster(name=f"bench-{i}", n_workers=n, quiet=True) as cluster, \
+    with overcast.Cluster(name=f"bench-{i}", n_workers=n, progress="none") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(n)
         elapsed = time.perf_counter() - start

@@ -30,6 +30,22 @@ BACKEND_OPTION_KEYS = {
     "scheduler_vm_types", "worker_vm_types",
 }
 _ZONE = re.compile(r"^[a-z]{2}-[a-z]+-\d[a-z]$")
+# GPUs per instance type, known without asking AWS, so a request for more than one GPU per
+# worker is refused before anything starts. Types not listed are checked against EC2's own
+# description by the reconciler (overcast.reconciler.vmtypes) before any instance is launched.
+GPU_COUNTS: dict[str, int] = {
+    **{f"g4dn.{s}": 1 for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "g4dn.12xlarge": 4, "g4dn.metal": 8,
+    **{f"g5.{s}": 1 for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "g5.12xlarge": 4, "g5.24xlarge": 4, "g5.48xlarge": 8,
+    **{f"g6.{s}": 1 for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
+    "g6.12xlarge": 4, "g6.24xlarge": 4, "g6.48xlarge": 8,
+    "g4ad.xlarge": 1, "g4ad.2xlarge": 1, "g4ad.4xlarge": 1, "g4ad.8xlarge": 2,
+    "g4ad.16xlarge": 4, "g3s.xlarge": 1, "g3.4xlarge": 1, "g3.8xlarge": 2, "g3.16xlarge": 4,
+    "p2.xlarge": 1, "p2.8xlarge": 8, "p2.16xlarge": 16, "p3.2xlarge": 1, "p3.8xlarge": 4,
+    "p3.16xlarge": 8, "p3dn.24xlarge": 8, "p4d.24xlarge": 8, "p4de.24xlarge": 8,
+    "p5.48xlarge": 8,
+}
 _VM_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
 
@@ -99,6 +115,12 @@ def check_firewall(firewall: Any) -> dict[str, Any]:
     return {"ports": sorted(set(ports)), "cidr": str(network)}
 
 
+def check_bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"{what}={value!r} must be true or false.")
+    return value
+
+
 def check_vm_types(value: Any, what: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
@@ -109,15 +131,26 @@ def check_vm_types(value: Any, what: str) -> list[str]:
     return value
 
 
+def one_gpu_message(what: str) -> str:
+    return (f"{what}: workers get one GPU each. Use worker_gpu=1 (or a one-GPU type such as "
+            f"{DEFAULT_GPU_WORKER_VM_TYPES[0]}) and more workers instead of more GPUs per worker.")
+
+
+def check_worker_type_gpus(types: list[str]) -> int:
+    """1 if the (known) worker types have a GPU, else 0; more than one GPU is refused."""
+    many = [t for t in types if GPU_COUNTS.get(t, 0) > 1]
+    if many:
+        raise OptionError(one_gpu_message(
+            ", ".join(f"{t} has {GPU_COUNTS[t]} GPUs" for t in many)))
+    return 1 if any(GPU_COUNTS.get(t, 0) == 1 for t in types) else 0
+
+
 def check_gpu(worker_gpu: Any) -> int:
     if worker_gpu in (None, False, 0):
         return 0
     if worker_gpu is True or worker_gpu == 1:
         return 1
-    raise OptionError(
-        f"worker_gpu={worker_gpu!r}: workers get one GPU each. Use worker_gpu=1 "
-        f"and more workers instead of more GPUs per worker."
-    )
+    raise OptionError(one_gpu_message(f"worker_gpu={worker_gpu!r}"))
 
 
 def resolve(
@@ -146,8 +179,9 @@ def resolve(
         zone = account["zone"]
     if zone is not None:
         opts.zone, opts.zone_pinned = check_zone(zone, opts.region), True
-    opts.spot = bool(given.get("spot", False))
-    opts.spot_on_demand_fallback = bool(given.get("spot_on_demand_fallback", False))
+    opts.spot = check_bool(given.get("spot", False), "spot")
+    opts.spot_on_demand_fallback = check_bool(given.get("spot_on_demand_fallback", False),
+                                              "spot_on_demand_fallback")
     opts.firewall = check_firewall(given.get("firewall", account.get("firewall"))
                                    or DEFAULT_FIREWALL)
     opts.worker_gpu = check_gpu(worker_gpu)
@@ -159,6 +193,8 @@ def resolve(
         opts.scheduler_vm_types = check_vm_types(sched, "scheduler_vm_types")
     if work is not None:
         opts.worker_vm_types = check_vm_types(work, "worker_vm_types")
+    # A GPU worker type means one GPU per worker, as if worker_gpu=1 were given.
+    opts.worker_gpu = max(opts.worker_gpu, check_worker_type_gpus(opts.worker_vm_types))
     if idle_timeout is not None:
         opts.idle_timeout = _seconds(idle_timeout, "idle_timeout")
     if no_client_timeout is not None:

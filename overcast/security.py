@@ -38,10 +38,10 @@ class ClusterTLS:
     client_cert: str
     client_key: str
 
-    def node_security(self) -> "Security":
+    def node_security(self) -> Security:
         return dask_security(self.ca_cert, self.node_cert, self.node_key)
 
-    def client_security(self) -> "Security":
+    def client_security(self) -> Security:
         return dask_security(self.ca_cert, self.client_cert, self.client_key)
 
 
@@ -117,7 +117,7 @@ def _leaf(
 
 def generate_cluster_tls(cluster_name: str) -> ClusterTLS:
     """A fresh CA and the node and client certificates it signs, for one cluster."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = _key()
     ca_name = _name(f"overcast {cluster_name} CA", cluster_name)
     ca_cert = (
@@ -180,7 +180,7 @@ def generate_cluster_tls(cluster_name: str) -> ClusterTLS:
     )
 
 
-def dask_security(ca_cert: str, cert: str, key: str) -> "Security":
+def dask_security(ca_cert: str, cert: str, key: str) -> Security:
     """A ``distributed.Security`` that requires TLS, from PEM *contents* (not file paths).
 
     distributed takes PEM text wherever it takes a path (it tells them apart by the newline).

@@ -17,9 +17,10 @@ from distributed import Scheduler, Security, Worker
 from distributed.core import Status
 from distributed.metrics import time as dask_time
 
-from overcast.agent.control import ControlPlane, ControlPlaneError
+from overcast.agent.control import ControlPlane, ControlPlaneError, NodeTLS
 from overcast.agent.imds import InstanceIdentity
 from overcast.bootconfig import BootConfig
+from overcast.security import dask_security
 
 logger = logging.getLogger("overcast.agent")
 
@@ -64,6 +65,10 @@ class Node:
         return self.server.status in (Status.closing, Status.closed, Status.failed)
 
 
+def node_security(tls: NodeTLS) -> Security:
+    return dask_security(tls.ca_cert, tls.cert, tls.key)
+
+
 def scheduler_metrics(s: Scheduler) -> dict[str, Any]:
     # idle_since is maintained by the scheduler's own check_idle (every 250 ms): None while any
     # task is processing/queued or a graph update is running, else when activity last stopped.
@@ -78,9 +83,7 @@ def scheduler_metrics(s: Scheduler) -> dict[str, Any]:
     }
 
 
-async def start_scheduler(
-    boot: BootConfig, ident: InstanceIdentity, security: Security
-) -> Node:
+async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: Security) -> Node:
     local_ip = ident.local_ipv4
     public_ip = ident.public_ipv4 or local_ip
     # Bind the private address (on EC2 the public IP is NATed to it, and is not on any interface;
@@ -116,9 +119,7 @@ async def attach_dashboard(scheduler: Scheduler) -> None:
         )
         if scheduler.status != Status.running:
             return
-        dashboard.connect(
-            scheduler.http_application, scheduler.http_server, scheduler, prefix="/"
-        )
+        dashboard.connect(scheduler.http_application, scheduler.http_server, scheduler, prefix="/")
         logger.info("dashboard attached")
     except Exception as exc:  # noqa: BLE001 - a missing dashboard must not take the cluster down
         logger.warning("could not start the dask dashboard: %s", exc)
@@ -212,16 +213,21 @@ async def supervise(
         stopped.cancel()
 
 
-async def close_node(node: Node, timeout: float = 20.0) -> None:
-    """Graceful close. A scheduler tells its workers to close (reason "scheduler-close")."""
-    if node.closed:
-        await asyncio.wait_for(node.server.finished(), timeout)
-        return
-    reason = "overcast-stop"
-    if isinstance(node.server, Worker):
-        await node.server.close(timeout=timeout, reason=reason)
-    else:
-        await asyncio.wait_for(node.server.close(reason=reason), timeout)
+async def close_node(node: Node, timeout: float = 10.0) -> None:
+    """Graceful close, bounded: the VM is going away, a peer that vanished at the same moment
+    (the scheduler closing while a worker closes) must not hold the exit for dask's 30 s comm
+    timeouts. A scheduler tells its workers to close (reason "scheduler-close")."""
+    try:
+        if node.closed:
+            await asyncio.wait_for(node.server.finished(), timeout)
+        elif isinstance(node.server, Worker):
+            await asyncio.wait_for(
+                node.server.close(timeout=timeout / 2, reason="overcast-stop"), timeout
+            )
+        else:
+            await asyncio.wait_for(node.server.close(reason="overcast-stop"), timeout)
+    except TimeoutError:
+        logger.warning("dask %s did not close within %.0f s; exiting anyway", node.role, timeout)
 
 
 def unexpected_close(node: Node) -> str | None:

@@ -9,12 +9,14 @@ newest ``max_queue`` records and drops the oldest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("overcast.agent.logship")
 
@@ -94,7 +96,7 @@ class CloudWatchHandler(logging.Handler):
             return
         try:
             message = self.format(record)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own convention: report, never raise
             self.handleError(record)
             return
         if len(message) > MAX_EVENT_CHARS:
@@ -123,13 +125,11 @@ class CloudWatchHandler(logging.Handler):
         super().close()
 
     # -- sender thread --------------------------------------------------------------------------
-    def start(self) -> "CloudWatchHandler":
+    def start(self) -> CloudWatchHandler:
         """Start the background sender. Until then records are only queued; the agent starts it
         once dask is up so boto3's import does not compete with dask's for the CPU at boot."""
         if self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._run, name="overcast-logship", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="overcast-logship", daemon=True)
             self._thread.start()
         return self
 
@@ -216,10 +216,8 @@ class CloudWatchHandler(logging.Handler):
 
     def _warn(self, message: str) -> None:
         # Straight to stderr, not through logging: this is about logging itself failing.
-        try:
+        with contextlib.suppress(OSError, ValueError):  # stderr closed at exit
             sys.stderr.write(f"overcast.agent.logship - WARNING - {message}\n")
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _error_code(exc: Exception) -> str:

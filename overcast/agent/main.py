@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from overcast.agent import logship
 from overcast.agent.control import ControlPlane
@@ -31,7 +33,14 @@ LOGSHIP_START_AFTER = 5.0
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    # os._exit, not sys.exit: the agent's work is done and its logs are flushed; a dask thread
+    # pool or a task that ignores cancellation must not keep the process (and its VM slot)
+    # alive at interpreter teardown.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 def run() -> int:
@@ -39,7 +48,7 @@ def run() -> int:
     try:
         ident = IMDSClient().identity()
         boot = BootConfig.from_user_data(ident.user_data)
-    except Exception as exc:  # nothing to report to: the control plane's address is in there
+    except Exception as exc:  # noqa: BLE001 - no control plane to tell: its address is in there
         logger.error("cannot read this VM's overcast boot config from the IMDS: %s", exc)
         return 2
     ship = logship.CloudWatchHandler(boot.log_group, ident.instance_id, boot.region)
@@ -52,6 +61,8 @@ def run() -> int:
         ident.local_ipv4,
         ident.availability_zone,
     )
+    # A bare loop rather than asyncio.run: its teardown cancels every task and waits for them,
+    # and a half-closed dask server can keep that waiting forever.
     try:
         return asyncio.run(_amain(boot, ident, ship))
     finally:
@@ -118,17 +129,15 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
         await control.aclose()
 
 
-async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlane) -> "Node":
+async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlane) -> Node:
     loop = asyncio.get_running_loop()
     # Import distributed (~0.5 s of CPU) in a thread while the TLS request is on the wire.
     tls, dp = await asyncio.gather(
         control.tls(),
         loop.run_in_executor(None, importlib.import_module, "overcast.agent.dask_process"),
     )
-    from overcast.security import dask_security
-
     logship.route_distributed_logs()
-    security = dask_security(tls.ca_cert, tls.cert, tls.key)
+    security = dp.node_security(tls)
     if boot.role == "scheduler":
         node = await dp.start_scheduler(boot, ident, security)
     else:

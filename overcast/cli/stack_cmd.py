@@ -146,6 +146,12 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
             if lc_info.get("access_key_id"):  # if the local cloud tells us its keys, use them
                 env["AWS_ACCESS_KEY_ID"] = lc_info["access_key_id"]
                 env["AWS_SECRET_ACCESS_KEY"] = lc_info.get("secret_access_key", "")
+            from overcast.localcloud.main import read_operator_keys
+
+            operator = read_operator_keys()  # its admin user: required under --enforce-iam
+            if operator:
+                env["AWS_ACCESS_KEY_ID"] = operator["access_key_id"]
+                env["AWS_SECRET_ACCESS_KEY"] = operator["secret_access_key"]
             srv.proc = _spawn("server", ["server", "--host", "127.0.0.1", "--port", str(port)],
                               env)
         else:

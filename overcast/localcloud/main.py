@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from overcast import settings
-from overcast.localcloud import motoserver
+from overcast.localcloud import motofixes, motoserver
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.imds import MetadataService
@@ -64,6 +64,7 @@ class LocalCloud:
     def _start(self, imds_port: int, seed: bool, enforce_iam: bool,
                agent_command: Sequence[str], write_state: bool, poll_interval: float) -> None:
         motoserver.allow_anonymous_public_reads()
+        motofixes.apply()
         self.imds = MetadataService(port=imds_port)
         self.imds_url = self.imds.start()
         self.runner = Runner(self.imds, self.endpoint, command=agent_command,
@@ -81,6 +82,8 @@ class LocalCloud:
         except BaseException:
             self.imds.stop()
             raise
+        # Real keys for the operator: under IAM enforcement only IAM-made keys sign requests.
+        self.operator_keys = write_operator_keys() if write_state else create_operator_user()
         if enforce_iam:  # after seeding: moto's free requests are used up by then
             motoserver.set_enforce_iam(True)
         self.runner.start()
@@ -115,6 +118,7 @@ class LocalCloud:
             current = read_state()
             if current is None or current.get("pid") == os.getpid():
                 state_file().unlink(missing_ok=True)
+                operator_keys_file().unlink(missing_ok=True)
 
     def serve_forever(self) -> None:
         """Block until SIGINT/SIGTERM (or stop()), then shut everything down."""
@@ -169,6 +173,42 @@ class LocalCloud:
 def run_local_cloud(port: int = 4599, imds_port: int = 4598, seed: bool = True,
                     **kwargs: Any) -> LocalCloud:
     return LocalCloud(port=port, imds_port=imds_port, seed=seed, **kwargs)
+
+
+def operator_keys_file() -> Path:
+    return settings.run_dir() / "localcloud-operator.json"
+
+
+def create_operator_user(user_name: str = "overcast-operator") -> dict[str, str]:
+    """An admin IAM user in the operator account, with a new access key (in-process)."""
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[motoserver.OPERATOR_ACCOUNT]["aws"]
+    if user_name not in iam.users:
+        iam.create_user(region_name="us-east-1", user_name=user_name)
+        iam.put_user_policy(user_name, "admin", json.dumps(ADMIN_POLICY))
+    key = iam.create_access_key(user_name)
+    return {"account_id": motoserver.OPERATOR_ACCOUNT, "user": user_name,
+            "access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key}
+
+
+def write_operator_keys() -> dict[str, str]:
+    """Create the operator's keys and write them, readable by this user only, where `overcast
+    up` and the e2e stack pass them to the control plane as AWS_ACCESS_KEY_ID/SECRET."""
+    keys = create_operator_user()
+    path = operator_keys_file()
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keys, f)
+    return keys
+
+
+def read_operator_keys() -> dict[str, str] | None:
+    try:
+        return json.loads(operator_keys_file().read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _default_policies() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""API tokens (stored as SHA-256 hashes) and the account-access checks every route uses."""
+"""API tokens (stored as SHA-256 hashes), password sign-in, and the account-access checks every
+route uses (the dashboard's pages use the same checks through overcast.server.web.session)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from overcast.server.passwords import hash_password, needs_rehash, verify_password
 from overcast.store.models import Account, ApiToken, Membership, User, utcnow
 
 TOKEN_PREFIX = "oc_"
+ROLES = ("admin", "member")
 
 
 def new_token() -> str:
@@ -36,9 +39,28 @@ def slugify(name: str) -> str:
 
 def issue_token(session: Session, user: User, name: str = "default") -> str:
     token = new_token()
-    session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token),
+    session.add(ApiToken(user_id=user.id, name=name[:64], token_hash=hash_token(token),
                          prefix=token[:8]))
     return token
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """The owner of a live API token (and note its use), else None."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked:
+        return None
+    row.last_used_at = utcnow()
+    return row.user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The user if the password matches (same work whether or not the user exists)."""
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        return None
+    if needs_rehash(user.password_hash):  # parameters got stronger since it was hashed
+        user.password_hash = hash_password(password)
+    return user
 
 
 def db_session(request: Request):
@@ -56,13 +78,11 @@ def bearer(request: Request) -> str:
 
 
 def current_user(request: Request, session: Session = Depends(db_session)) -> User:
-    token = bearer(request)
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None or row.revoked:
+    user = user_for_token(session, bearer(request))
+    if user is None:
         raise HTTPException(401, "Invalid or revoked API token: run `overcast login` "
                                  "or `overcast up` to get a new one.")
-    row.last_used_at = utcnow()
-    return row.user
+    return user
 
 
 @dataclass

@@ -75,6 +75,10 @@ class Backend(Base):
     registry_username: Mapped[str | None] = mapped_column(String(128))
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet, JSON inside
     key_id_masked: Mapped[str | None] = mapped_column(String(32))
+    external_id: Mapped[str | None] = mapped_column(String(64))  # role mode; not a secret
+    role_arn: Mapped[str | None] = mapped_column(String(255))
+    registry_secret_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet
+    # pending > provisioning > ready | error; "deleting" while --teardown runs
     state: Mapped[str] = mapped_column(String(16), default="ready")
     reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
@@ -152,3 +156,16 @@ class Notification(Base):
     event_type: Mapped[str] = mapped_column(String(48))
     message: Mapped[str] = mapped_column(Text)
     time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class WebSession(Base):
+    """A dashboard sign-in: the cookie holds a random key, the table only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
+    user: Mapped[User] = relationship()

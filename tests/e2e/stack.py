@@ -100,6 +100,11 @@ class Stack:
                  120, "the local cloud", self.cloud)
 
     def start_server(self) -> None:
+        keys = self.home / "run" / "localcloud-operator.json"
+        if keys.exists():  # the local cloud's operator user: needed when IAM is enforced
+            operator = json.loads(keys.read_text())
+            self.server_env.update(AWS_ACCESS_KEY_ID=operator["access_key_id"],
+                                   AWS_SECRET_ACCESS_KEY=operator["secret_access_key"])
         self.server = Proc("server", cli("server", "--port", str(self.server_port)),
                            self.server_env, self.home)
         wait_for(lambda: httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200,

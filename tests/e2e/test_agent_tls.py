@@ -138,8 +138,13 @@ def test_client_with_another_clusters_cert_is_refused(tls: ClusterTLS, other: Cl
 def test_worker_of_another_cluster_cannot_join(tls: ClusterTLS, other: ClusterTLS) -> None:
     async def body(s: Scheduler) -> None:
         with pytest.raises((OSError, asyncio.TimeoutError)):
-            async with Worker(s.address, security=other.node_security(), nthreads=1,
-                              host="127.0.0.1", death_timeout="3s"):
+            async with Worker(
+                s.address,
+                security=other.node_security(),
+                nthreads=1,
+                host="127.0.0.1",
+                death_timeout="3s",
+            ):
                 pass
         assert len(s.workers) == 1
 
@@ -169,6 +174,7 @@ class FakeCloud(ThreadingHTTPServer):
         self.heartbeats: dict[str, list[dict]] = {}
         self.failed: dict[str, str] = {}
         self.action = "continue"
+        self.actions: dict[str, str] = {}  # per-instance override of `action`
         self.lock = threading.Lock()
 
     @property
@@ -199,10 +205,14 @@ class _FakeHandler(BaseHTTPRequestHandler):
         if self.headers.get("X-aws-ec2-metadata-token") != "imds-token":
             return self._send(401, text="")
         creds = {
-            "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAFAKE",
-            "SecretAccessKey": "fake", "Token": "fake",
-            "Expiration": (datetime.datetime.now(datetime.timezone.utc)
-                           + datetime.timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Code": "Success",
+            "Type": "AWS-HMAC",
+            "AccessKeyId": "ASIAFAKE",
+            "SecretAccessKey": "fake",
+            "Token": "fake",
+            "Expiration": (
+                datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=6)
+            ).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "LastUpdated": "2020-01-01T00:00:00Z",
         }
         items = {
@@ -224,14 +234,20 @@ class _FakeHandler(BaseHTTPRequestHandler):
             return self._send(401, {"detail": "bad token"})
         if not self.path.startswith(prefix):
             return self._send(404, {"detail": "no such cluster"})
-        path = self.path[len(prefix):]
+        path = self.path[len(prefix) :]
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         srv = self.server
         with srv.lock:
             if method == "GET" and path == "/tls":
-                return self._send(200, {"ca_cert": srv.tls.ca_cert, "cert": srv.tls.node_cert,
-                                        "key": srv.tls.node_key})
+                return self._send(
+                    200,
+                    {
+                        "ca_cert": srv.tls.ca_cert,
+                        "cert": srv.tls.node_cert,
+                        "key": srv.tls.node_key,
+                    },
+                )
             if method == "GET" and path == "/scheduler":
                 return self._send(200, {"address": srv.scheduler_address})
             parts = path.strip("/").split("/")  # instances/<id>/<verb>
@@ -244,7 +260,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
                     return self._send(200, {})
                 if verb == "heartbeat":
                     srv.heartbeats.setdefault(instance_id, []).append(body)
-                    return self._send(200, {"action": srv.action})
+                    return self._send(200, {"action": srv.actions.get(instance_id, srv.action)})
                 if verb == "failed":
                     srv.failed[instance_id] = body["reason"]
                     return self._send(200, {})
@@ -261,8 +277,11 @@ class _FakeHandler(BaseHTTPRequestHandler):
 
 
 def _worker_facts(dask_worker: Worker) -> dict:
-    return {"name": dask_worker.name, "resources": dask_worker.state.total_resources,
-            "nthreads": dask_worker.state.nthreads}
+    return {
+        "name": dask_worker.name,
+        "resources": dask_worker.state.total_resources,
+        "nthreads": dask_worker.state.nthreads,
+    }
 
 
 def _free_port(host: str) -> int:
@@ -285,8 +304,13 @@ def moto_logs() -> Iterator[str]:
 def _logs(endpoint: str):
     import boto3
 
-    return boto3.client("logs", region_name=REGION, endpoint_url=endpoint,
-                        aws_access_key_id="x", aws_secret_access_key="x")
+    return boto3.client(
+        "logs",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
 
 
 @pytest.fixture
@@ -310,24 +334,37 @@ class Agents:
     def boot(self, instance_id: str, role: str, ip_suffix: int, **overrides) -> None:
         ip = f"{self.net}.{ip_suffix}"
         boot = BootConfig(
-            control_plane=self.cloud.url, cluster_id=CLUSTER_ID, cluster_token=CLUSTER_TOKEN,
-            role=role, log_group=LOG_GROUP, region=REGION,
-            scheduler_port=_free_port(ip), dashboard_port=_free_port(ip),
-            nthreads=1, heartbeat_interval=0.2, **overrides,
+            control_plane=self.cloud.url,
+            cluster_id=CLUSTER_ID,
+            cluster_token=CLUSTER_TOKEN,
+            role=role,
+            log_group=LOG_GROUP,
+            region=REGION,
+            scheduler_port=_free_port(ip),
+            dashboard_port=_free_port(ip),
+            nthreads=1,
+            heartbeat_interval=0.2,
+            **overrides,
         )
         self.cloud.instances[instance_id] = {"ip": ip, "user_data": boot.to_user_data()}
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("AWS_") and not k.startswith("DASK_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AWS_") and not k.startswith("DASK_")
+        }
         env.update(
             AWS_EC2_METADATA_SERVICE_ENDPOINT=f"{self.cloud.url}/{instance_id}",
             AWS_ENDPOINT_URL=self.moto_url,
-            AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent",
+            AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+            AWS_CONFIG_FILE="/nonexistent",
             DASK_DISTRIBUTED__WORKER__MEMORY__TARGET="false",
         )
         with open(self.log_dir / f"{instance_id}.log", "w") as stderr:
             self.procs[instance_id] = subprocess.Popen(
-                [sys.executable, "-m", "overcast.agent"], env=env,
-                stdout=subprocess.DEVNULL, stderr=stderr,
+                [sys.executable, "-m", "overcast.agent"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
             )
 
     def stderr(self, instance_id: str) -> str:
@@ -361,11 +398,12 @@ def agents(cloud: FakeCloud, moto_logs: str, tmp_path: Path) -> Iterator[Agents]
 
 
 def _stream(moto_url: str, instance_id: str) -> list[str]:
+    logs = _logs(moto_url)
     try:
-        resp = _logs(moto_url).get_log_events(
+        resp = logs.get_log_events(
             logGroupName=LOG_GROUP, logStreamName=instance_id, startFromHead=True
         )
-    except Exception:
+    except logs.exceptions.ResourceNotFoundException:  # the agent has not created it yet
         return []
     return [e["message"] for e in resp["events"]]
 
@@ -379,15 +417,19 @@ def test_agent_scheduler_and_worker_end_to_end(agents: Agents, tls: ClusterTLS) 
     agents.wait(lambda: "i-sched1" in cloud.ready, what="scheduler ready")
     scheduler_ready = time.monotonic() - start
     agents.wait(lambda: "i-work1" in cloud.ready, what="worker ready")
-    print(f"scheduler ready after {scheduler_ready:.2f}s, "
-          f"worker after {time.monotonic() - start:.2f}s")
+    print(
+        f"scheduler ready after {scheduler_ready:.2f}s, "
+        f"worker after {time.monotonic() - start:.2f}s"
+    )
 
     sched = cloud.ready["i-sched1"]
     ip = cloud.instances["i-sched1"]["ip"]
     assert sched["address"].startswith(f"tls://{ip}:")
     assert sched["dashboard_address"].startswith(f"http://{ip}:")
     assert sched["dashboard_address"].endswith("/status")
-    assert cloud.ready["i-work1"]["address"].startswith(f"tls://{cloud.instances['i-work1']['ip']}:")
+    assert cloud.ready["i-work1"]["address"].startswith(
+        f"tls://{cloud.instances['i-work1']['ip']}:"
+    )
 
     # The bokeh dashboard is attached just after "ready".
     def dashboard_up() -> bool:
@@ -399,8 +441,9 @@ def test_agent_scheduler_and_worker_end_to_end(agents: Agents, tls: ClusterTLS) 
     agents.wait(dashboard_up, 20, "the dashboard")
 
     async def use_cluster() -> tuple[int, dict]:
-        async with Client(sched["address"], security=tls.client_security(),
-                          asynchronous=True, timeout="10s") as c:
+        async with Client(
+            sched["address"], security=tls.client_security(), asynchronous=True, timeout="10s"
+        ) as c:
             workers = list((await c.run(_worker_facts)).values())
             result = await c.submit(_inc, 1, resources={"GPU": 1})
             n = len(cloud.heartbeats.get("i-sched1", []))
@@ -415,10 +458,18 @@ def test_agent_scheduler_and_worker_end_to_end(agents: Agents, tls: ClusterTLS) 
     assert cloud.heartbeats["i-work1"][-1] == {}
 
     # The dask processes' own log lines and the agent's land in each instance's stream.
-    agents.wait(lambda: any("distributed.scheduler - INFO" in m
-                            for m in _stream(agents.moto_url, "i-sched1")), 15, "scheduler logs")
-    agents.wait(lambda: any("distributed.worker - INFO" in m
-                            for m in _stream(agents.moto_url, "i-work1")), 15, "worker logs")
+    agents.wait(
+        lambda: any(
+            "distributed.scheduler - INFO" in m for m in _stream(agents.moto_url, "i-sched1")
+        ),
+        15,
+        "scheduler logs",
+    )
+    agents.wait(
+        lambda: any("distributed.worker - INFO" in m for m in _stream(agents.moto_url, "i-work1")),
+        15,
+        "worker logs",
+    )
     sched_log = _stream(agents.moto_url, "i-sched1")
     assert any(m.startswith("overcast.agent - INFO - reported ready") for m in sched_log)
     assert not any(CLUSTER_TOKEN in m for m in sched_log)
@@ -440,8 +491,7 @@ def test_agent_sigterm_is_a_graceful_exit(agents: Agents) -> None:
     agents.procs["i-sched2"].send_signal(signal.SIGTERM)
     assert agents.exit_code("i-sched2") == 0
     assert agents.cloud.failed == {}
-    assert any("closing dask scheduler (signal)" in m
-               for m in _stream(agents.moto_url, "i-sched2"))
+    assert any("closing dask scheduler (signal)" in m for m in _stream(agents.moto_url, "i-sched2"))
 
 
 @pytest.mark.timeout(60)
@@ -451,3 +501,20 @@ def test_agent_reports_a_fatal_error(agents: Agents) -> None:
     assert agents.exit_code("i-sched3") == 1
     assert "ValueError" in agents.cloud.failed["i-sched3"]
     assert "not a key" not in agents.cloud.failed["i-sched3"]
+
+
+@pytest.mark.timeout(90)
+def test_worker_exits_cleanly_when_its_scheduler_is_stopped(agents: Agents) -> None:
+    """Only the scheduler is told to stop; it closes its workers ("scheduler-close"), and each
+    worker's agent must then exit 0 promptly without reporting a failure."""
+    cloud = agents.cloud
+    agents.boot("i-sched4", "scheduler", 6)
+    agents.boot("i-work4", "worker", 7)
+    agents.boot("i-work5", "worker", 8)
+    agents.wait(lambda: {"i-sched4", "i-work4", "i-work5"} <= set(cloud.ready), what="ready")
+    cloud.actions["i-sched4"] = "stop"
+    assert agents.exit_code("i-sched4") == 0
+    assert agents.exit_code("i-work4", timeout=20) == 0
+    assert agents.exit_code("i-work5", timeout=20) == 0
+    assert cloud.failed == {}
+    assert "closed as part of the cluster's shutdown" in agents.stderr("i-work4")

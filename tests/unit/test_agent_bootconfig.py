@@ -24,11 +24,21 @@ def test_round_trip() -> None:
 
 def test_contract_example_parses_and_unknown_keys_are_ignored() -> None:
     text = json.dumps(
-        {"overcast": 1, "control_plane": "http://127.0.0.1:8600", "cluster_id": 12,
-         "cluster_token": "<secret>", "role": "scheduler", "log_group": "acme",
-         "region": "us-east-1", "scheduler_port": 8786, "dashboard_port": 8787,
-         "worker_resources": {"GPU": 1}, "nthreads": None, "heartbeat_interval": 2.0,
-         "from_the_future": True}
+        {
+            "overcast": 1,
+            "control_plane": "http://127.0.0.1:8600",
+            "cluster_id": 12,
+            "cluster_token": "<secret>",
+            "role": "scheduler",
+            "log_group": "acme",
+            "region": "us-east-1",
+            "scheduler_port": 8786,
+            "dashboard_port": 8787,
+            "worker_resources": {"GPU": 1},
+            "nthreads": None,
+            "heartbeat_interval": 2.0,
+            "from_the_future": True,
+        }
     )
     boot = BootConfig.from_user_data(text)
     assert boot.role == "scheduler" and boot.nthreads is None and boot.scheduler_port == 8786

@@ -40,8 +40,13 @@ class FakeControl:
 
 
 def _node(server: FakeServer, role: str = "worker") -> Node:
-    return Node(server=server, role=role, address="tls://a:1", dashboard_address=None,
-                internal_address="tls://a:1")  # type: ignore[arg-type]
+    return Node(
+        server=server,
+        role=role,
+        address="tls://a:1",
+        dashboard_address=None,
+        internal_address="tls://a:1",
+    )  # type: ignore[arg-type]
 
 
 def test_stop_after_errors_and_continues() -> None:

@@ -64,7 +64,7 @@ def test_keys_match_certs(tls: ClusterTLS) -> None:
 
 def test_chain_verifies_with_purpose(tls: ClusterTLS) -> None:
     store = Store([_cert(tls.ca_cert)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = PolicyBuilder().store(store).time(now)
     # Node: both a TLS server and a TLS client.
     builder.build_server_verifier(x509.DNSName(NODE_DNS_NAME)).verify(_cert(tls.node_cert), [])
@@ -86,7 +86,7 @@ def test_ekus(tls: ClusterTLS) -> None:
 
 
 def test_validity(tls: ClusterTLS) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for pem in (tls.ca_cert, tls.node_cert, tls.client_cert):
         cert = _cert(pem)
         assert cert.not_valid_before_utc < now

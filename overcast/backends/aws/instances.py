@@ -47,6 +47,8 @@ class InstanceInfo:
     public_ip: str | None
     tags: dict[str, str] = field(default_factory=dict)
     launch_time: datetime | None = None
+    # Why it stopped, e.g. "Server.SpotInstanceTermination" (a spot interruption).
+    state_reason: str | None = None
 
 
 @dataclass
@@ -70,6 +72,7 @@ def _info(inst: dict[str, Any]) -> InstanceInfo:
         public_ip=inst.get("PublicIpAddress"),
         tags=tags,
         launch_time=inst.get("LaunchTime"),
+        state_reason=(inst.get("StateReason") or {}).get("Code"),
     )
 
 

@@ -6,6 +6,7 @@ code reaches the local cloud (moto) or real AWS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,16 +106,20 @@ def _assumed_session(
     return boto3.Session(botocore_session=core, region_name=region)
 
 
-def record_actions(target: boto3.Session | AwsContext) -> list[str]:
-    """Record every "service:Operation" called through `target` into the returned list.
+def record_actions(
+    target: boto3.Session | AwsContext, sink: Callable[[str], None] | None = None
+) -> list[str]:
+    """Record every "service:Operation" called through `target` into the returned list
+    (or, given `sink`, pass each one to it instead, e.g. to append it to a file).
 
     Register before making calls: clients copy their session's hooks when created, so for an
     AwsContext the already-cached clients are hooked as well.
     """
     calls: list[str] = []
+    put = sink or calls.append
 
     def hook(model: Any, **_: Any) -> None:
-        calls.append(_action_name(model))
+        put(_action_name(model))
 
     if isinstance(target, AwsContext):
         target.session.events.register("before-call", hook)

@@ -1,0 +1,77 @@
+"""Where moto differs from AWS in ways that matter to overcast's IAM checks, made like AWS.
+
+- CloudWatch Logs: moto checks every logs action against the resource "*", so a policy scoped
+  to a log group (the instance role's) denies everything. AWS checks the group / stream ARN.
+- DeleteNatGateway of an id that does not exist crashes moto (HTTP 500); AWS says
+  NatGatewayNotFound.
+- CreateInstanceProfile accepts any Path; AWS requires one that starts and ends with "/".
+
+`apply()` is idempotent and also used by unit tests that run moto in-process.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_PATH = re.compile(r"^(/|/[\x21-\x7e]+/)$")
+
+
+def apply() -> None:
+    _logs_resources()
+    _nat_gateway_not_found()
+    _instance_profile_path()
+
+
+def _logs_resources() -> None:
+    from moto.logs.responses import LogsResponse
+
+    if getattr(LogsResponse, "_overcast_resources", False):
+        return
+
+    def _determine_resource(self: Any) -> str:
+        group = self._get_param("logGroupName")
+        if not group:
+            return "*"
+        arn = f"arn:aws:logs:{self.region}:{self.current_account}:log-group:{group}"
+        stream = self._get_param("logStreamName")
+        return f"{arn}:log-stream:{stream}" if stream else f"{arn}:*"
+
+    LogsResponse._determine_resource = _determine_resource  # type: ignore[attr-defined]
+    LogsResponse._overcast_resources = True  # type: ignore[attr-defined]
+
+
+def _nat_gateway_not_found() -> None:
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.nat_gateways import NatGatewayBackend
+
+    original = NatGatewayBackend.delete_nat_gateway
+    if getattr(original, "_overcast", False):
+        return
+
+    def delete_nat_gateway(self: Any, nat_gateway_id: str) -> Any:
+        if nat_gateway_id not in self.nat_gateways:
+            raise EC2ClientError("NatGatewayNotFound",
+                                 f"The Nat Gateway {nat_gateway_id} was not found")
+        return original(self, nat_gateway_id)
+
+    delete_nat_gateway._overcast = True  # type: ignore[attr-defined]
+    NatGatewayBackend.delete_nat_gateway = delete_nat_gateway  # type: ignore[method-assign]
+
+
+def _instance_profile_path() -> None:
+    from moto.iam.exceptions import ValidationError
+    from moto.iam.models import IAMBackend
+
+    original = IAMBackend.create_instance_profile
+    if getattr(original, "_overcast", False):
+        return
+
+    def create_instance_profile(self: Any, name: str, path: str, *args: Any,
+                                **kwargs: Any) -> Any:
+        if path and not _PATH.match(path):
+            raise ValidationError(f"The specified value for path is invalid: {path}")
+        return original(self, name, path, *args, **kwargs)
+
+    create_instance_profile._overcast = True  # type: ignore[attr-defined]
+    IAMBackend.create_instance_profile = create_instance_profile  # type: ignore[method-assign]
