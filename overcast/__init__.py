@@ -27,7 +27,9 @@ __all__ = [
     "OvercastError",
     "__version__",
     "delete_cluster",
+    "get_backend_options",
     "get_logs",
     "get_notifications",
     "list_clusters",
+    "set_backend_options",
 ]

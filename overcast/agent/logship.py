@@ -120,7 +120,7 @@ class CloudWatchHandler(logging.Handler):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._retry_at = 0.0  # last chance: ignore any backoff
-        self._send_pending()
+        self._send_pending(lock_timeout=5.0)  # never wait forever on a stuck sender thread
         self._closed = True
         super().close()
 
@@ -141,19 +141,21 @@ class CloudWatchHandler(logging.Handler):
                 break  # close() does the final send
             self._send_pending()
 
-    def _send_pending(self) -> None:
+    def _send_pending(self, lock_timeout: float = -1) -> None:
         if not self._queue or time.monotonic() < self._retry_at:
             return
-        with self._send_lock:
-            self._local.sending = True
-            try:
-                while self._queue:
-                    batch = self._take_batch()
-                    if not self._put(batch):
-                        self._requeue(batch)
-                        break
-            finally:
-                self._local.sending = False
+        if not self._send_lock.acquire(timeout=lock_timeout):
+            return
+        self._local.sending = True
+        try:
+            while self._queue:
+                batch = self._take_batch()
+                if not self._put(batch):
+                    self._requeue(batch)
+                    break
+        finally:
+            self._local.sending = False
+            self._send_lock.release()
 
     def _take_batch(self) -> list[Event]:
         batch: list[Event] = []

@@ -40,7 +40,7 @@ def main() -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    sys.exit(code)
+    os._exit(code)
 
 
 def run() -> int:
@@ -63,8 +63,9 @@ def run() -> int:
     )
     # A bare loop rather than asyncio.run: its teardown cancels every task and waits for them,
     # and a half-closed dask server can keep that waiting forever.
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(_amain(boot, ident, ship))
+        return loop.run_until_complete(_amain(boot, ident, ship))
     finally:
         ship.close()  # final flush; logging.shutdown would too, but be explicit
 
@@ -107,6 +108,7 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
         if dashboard is not None and not dashboard.done():
             dashboard.cancel()
         if why == "closed":
+            await dp.close_node(node)  # dask may still be closing: let it finish (bounded)
             problem = dp.unexpected_close(node)
             if problem is None:
                 logger.info("dask %s closed as part of the cluster's shutdown", node.role)

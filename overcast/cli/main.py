@@ -22,6 +22,7 @@ def cli() -> None:
 
 for command in (up, down, status, server, cluster, notifications, demo):
     cli.add_command(command)
+cli.add_command(__import__("overcast.cli.setup_cmd", fromlist=["setup"]).setup)
 
 try:
     from overcast.cli.localcloud_cmd import local_cloud

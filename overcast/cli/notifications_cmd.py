@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
@@ -18,12 +17,16 @@ from overcast.cli.common import out
 @click.option("--event-type", default=None, help="Only this event type.")
 @click.option("--limit", default=100, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object a line with -f).")
-@click.option("--follow", "-f", is_flag=True, help="Poll every second and print new ones.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new ones live (Ctrl-C stops).")
 def notifications(account: str | None, cluster: str | None, level: str | None,
                   event_type: str | None, limit: int, as_json: bool, follow: bool) -> None:
     """Show an account's notifications (newest last when following)."""
     from overcast.client.api import Api
-    from overcast.client.functions import fetch_notifications, notifications_table
+    from overcast.client.functions import (
+        fetch_notifications,
+        follow_notifications,
+        notifications_table,
+    )
 
     api = Api()
     slug = api.account(account)
@@ -42,23 +45,22 @@ def notifications(account: str | None, cluster: str | None, level: str | None,
             out.print("No notifications.")
         return
 
-    seen: set = set()
+    def emit(n: dict) -> None:
+        if as_json:
+            click.echo(json.dumps(n, default=str))
+        else:
+            click.echo(f"{n.get('time', '')}  {n.get('level', '')!s:<7} "
+                       f"{n.get('event_type', '')}  {n.get('cluster') or '-'}  "
+                       f"{n.get('message', '')}")
 
-    def emit(batch: list[dict]) -> None:
-        for n in sorted((n for n in batch if n.get("id") not in seen),
-                        key=lambda n: (str(n.get("time")), n.get("id") or 0)):
-            seen.add(n.get("id"))
-            if as_json:
-                click.echo(json.dumps(n, default=str))
-            else:
-                click.echo(f"{n.get('time', '')}  {n.get('level', '')!s:<7} "
-                           f"{n.get('event_type', '')}  {n.get('cluster') or '-'}  "
-                           f"{n.get('message', '')}")
-
+    # The newest `limit` first (oldest of them first), then live ones from the server's
+    # event stream, starting right after the newest shown.
+    for n in sorted(rows, key=lambda n: n.get("id") or 0):
+        emit(n)
+    last = max((n.get("id") or 0 for n in rows), default=0)
     try:
-        emit(rows)
-        while True:
-            time.sleep(1.0)
-            emit(fetch())
+        for n in follow_notifications(slug, cluster=cluster, level=level,
+                                      event_type=event_type, after_id=last, api=api):
+            emit(n)
     except KeyboardInterrupt:
         pass

@@ -298,8 +298,12 @@ def status(as_json: bool) -> None:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True)
-def server(host: str, port: int) -> None:
+@click.option("--record-aws-actions", type=click.Path(dir_okay=False), default=None,
+              help="Append every AWS action the control plane calls to this file (JSON lines).")
+def server(host: str, port: int, record_aws_actions: str | None) -> None:
     """Run the control plane (API, dashboard, reconciler) in the foreground."""
+    if record_aws_actions:
+        os.environ["OVERCAST_RECORD_AWS_ACTIONS"] = os.path.abspath(record_aws_actions)
     try:
         from overcast.server.app import serve
     except ImportError as exc:

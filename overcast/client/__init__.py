@@ -4,6 +4,10 @@ from overcast.client.config import register_defaults
 
 register_defaults()
 
+from overcast.client.backend import (  # noqa: E402
+    get_backend_options,
+    set_backend_options,
+)
 from overcast.client.cluster import Cluster  # noqa: E402
 from overcast.client.errors import (  # noqa: E402
     ApiError,
@@ -29,7 +33,9 @@ __all__ = [
     "OvercastError",
     "ServerUnreachable",
     "delete_cluster",
+    "get_backend_options",
     "get_logs",
     "get_notifications",
     "list_clusters",
+    "set_backend_options",
 ]

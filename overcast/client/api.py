@@ -6,6 +6,7 @@ Every failure becomes an `overcast.client.errors` exception whose message is the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -118,6 +119,30 @@ class Api:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
+
+    def events(self, path: str, **params: Any) -> Iterator[tuple[str, str]]:
+        """A server-sent-events stream as (event, data) pairs, until the server ends it.
+        The read timeout is above the server's 15 s keep-alive, so a quiet stream lives."""
+        timeout = httpx.Timeout(self.timeout, read=60.0)
+        headers = {**self._headers(), "Accept": "text/event-stream"}
+        try:
+            with httpx.stream("GET", self._url(path), params=_params(params), headers=headers,
+                              timeout=timeout, transport=self._transport) as response:
+                if not response.is_success:
+                    response.read()
+                    raise self._error(response)
+                event, data = "message", []
+                for line in response.iter_lines():
+                    if not line:  # a blank line ends an event
+                        if data:
+                            yield event, "\n".join(data)
+                        event, data = "message", []
+                    elif line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data.append(line[5:].lstrip())
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise self._unreachable(exc) from None
 
     def close(self) -> None:
         if self._client is not None:

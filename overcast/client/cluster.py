@@ -70,6 +70,7 @@ class Cluster(_DaskCluster):
         scheduler_vm_types: list[str] | None = None,
         worker_vm_types: list[str] | None = None,
         idle_timeout: str | None = None,
+        no_client_timeout: str | None = None,
         wait_for_workers: bool | float | None = None,
         start_timeout: str | float | None = None,
         shutdown_on_close: bool = True,
@@ -92,12 +93,14 @@ class Cluster(_DaskCluster):
         if self._n_workers < 0:
             raise ValueError("n_workers must be >= 0")
         self._options = {
-            "backend_options": {**(config.get("backend-options") or {}),
-                                **(backend_options or {})},
-            "worker_gpu": worker_gpu,
-            "scheduler_vm_types": scheduler_vm_types,
-            "worker_vm_types": worker_vm_types,
-            "idle_timeout": idle_timeout,
+            # The keyword replaces overcast.backend-options whole (the config is its default
+            # value); keys given in neither come from the account, then overcast's defaults.
+            "backend_options": dict(config.get("backend-options", backend_options) or {}),
+            "worker_gpu": config.get("worker-gpu", worker_gpu),
+            "scheduler_vm_types": config.get("scheduler-vm-types", scheduler_vm_types),
+            "worker_vm_types": config.get("worker-vm-types", worker_vm_types),
+            "idle_timeout": config.get("idle-timeout", idle_timeout),
+            "no_client_timeout": config.get("no-client-timeout", no_client_timeout),
         }
         self._wait_for = workers_to_wait_for(config.get("wait-for-workers", wait_for_workers),
                                              self._n_workers)
@@ -275,16 +278,19 @@ class Cluster(_DaskCluster):
         """Ask for `n` workers (returns at once; instances start in the background)."""
         return self.sync(self._scale, n)
 
-    async def _scale(self, n: int) -> None:
+    async def _scale(self, n: int, remove: list[str] | None = None) -> None:
         n = max(0, int(n))
         self._info = await self._api.arequest(
             "POST", Api.clusters_path(self._account, self.name, "/scale"),
-            json={"n_workers": n})
+            json={"n_workers": n, **({"remove": list(remove)} if remove else {})})
         self._n_workers = n
 
     def scale_down(self, workers: Any) -> Any:
-        """Called by Adaptive after it retired `workers` (names) on the scheduler."""
-        return self.sync(self._scale, max(0, self._n_workers - len(set(workers))))
+        """Called by Adaptive after it retired `workers` (names = instance ids) on the
+        scheduler: those very instances go, not whichever the control plane would pick."""
+        names = sorted(set(workers))
+        return self.sync(self._scale, max(0, self._n_workers - len(names)),
+                         [w for w in names if str(w).startswith("i-")])
 
     def _worker_names(self) -> list[str]:
         """Planned worker names: live worker instance ids, padded up to the desired count.

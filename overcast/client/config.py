@@ -55,5 +55,7 @@ def write_user_config(values: dict[str, Any]) -> str:
         yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
     os.chmod(path + ".tmp", 0o600)
     os.replace(path + ".tmp", path)
-    dask.config.refresh()
+    # Apply to this process too. Not dask.config.refresh(): that would drop defaults registered
+    # after dask's own (see the optimization.tune note in overcast.yaml).
+    dask.config.set({f"overcast.{key}": value for key, value in values.items()})
     return path

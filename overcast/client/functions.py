@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
+
+import httpx
 
 from overcast.client.api import Api, seg
 from overcast.client.logs import format_events
@@ -76,6 +79,36 @@ def fetch_notifications(api: Api, slug: str, *, cluster: str | None = None,
         level = LEVELS.get(level, str(level))
     return api.get(f"/accounts/{seg(slug)}/notifications", cluster=cluster, level=level,
                    event_type=event_type, limit=limit)
+
+
+def follow_notifications(account: str | None = None, *, cluster: str | None = None,
+                         level: str | int | None = None, event_type: str | None = None,
+                         after_id: int | None = None,
+                         api: Api | None = None) -> Iterator[dict[str, Any]]:
+    """New notifications as they happen (oldest first), from the server's event stream.
+    Runs until the caller stops iterating; reconnects (after the last id seen) if the
+    stream drops, e.g. while the control plane restarts."""
+    import json as _json
+    import time
+
+    from overcast.client.errors import ServerUnreachable
+
+    api = api or Api()
+    slug = api.account(account)
+    if isinstance(level, int):
+        level = LEVELS.get(level, str(level))
+    while True:
+        try:
+            for event, data in api.events(f"/accounts/{seg(slug)}/notifications/stream",
+                                          cluster=cluster, level=level,
+                                          event_type=event_type, after_id=after_id):
+                if event == "notification":
+                    row = _json.loads(data)
+                    after_id = row["id"]
+                    yield row
+        except (ServerUnreachable, httpx.TransportError):
+            pass
+        time.sleep(1.0)
 
 
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red",

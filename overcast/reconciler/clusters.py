@@ -17,6 +17,14 @@ from overcast.options import ClusterOptions
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
+from overcast.reconciler.placement import (
+    SPOT_INTERRUPTED,
+    SPOT_INTERRUPTION,
+    PlacementError,
+    Zones,
+    check_instance_types,
+    worker_is_spot,
+)
 from overcast.reconciler.timeouts import Timeouts
 from overcast.store.models import Cluster, Instance, utcnow
 from overcast.store.notify import notify
@@ -32,6 +40,7 @@ class ClusterMachine:
         self.contexts, self.infra = contexts, infra
         self.control_plane, self.timeouts = control_plane, timeouts
         self._images: dict[tuple, str] = {}
+        self.zones = Zones(infra)
 
     def step(self, session: Session, cluster: Cluster) -> None:
         target = self.contexts.for_account(session, cluster.account, cluster.region)
@@ -42,6 +51,8 @@ class ClusterMachine:
                 self._converge(session, cluster, target)
             elif cluster.state == "stopping":
                 self._teardown(session, cluster, target)
+        except PlacementError as exc:
+            self.fail(session, cluster, str(exc))
         except AwsError as exc:
             if exc.retryable or cluster.state == "stopping":
                 notify(session, cluster.account_id, "aws-retry",
@@ -51,8 +62,13 @@ class ClusterMachine:
 
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
+        # Instance types first: a bad one fails the cluster before anything is made for it.
+        opts = check_instance_types(target, ClusterOptions.from_dict(cluster.options))
+        if opts.worker_gpu != cluster.options.get("worker_gpu"):
+            cluster.options = {**cluster.options, "worker_gpu": opts.worker_gpu}
         infra = self.infra.ensure(session, cluster.account, target, cluster.region)
-        zone = cluster.zone or sorted(infra.network.private_subnets)[0]
+        zone = cluster.zone or self.zones.default_zone(target, infra)
+        # A zone without overcast subnets gets them now (needs the setup permissions).
         self.infra.ensure(session, cluster.account, target, cluster.region, zone)
         cluster.zone = zone
         cluster.state, cluster.started_at = "starting", utcnow()
@@ -95,11 +111,13 @@ class ClusterMachine:
 
     def _sync_instances(self, session: Session, cluster: Cluster, target: Target) -> None:
         """Make the DB's instance rows agree with what AWS has for this cluster."""
-        actual = {i.aws_id: i for i in instances.list_cluster_instances(target.ctx, cluster.id)}
+        # Terminated ones too: their state reason tells a spot interruption from a failure.
+        actual = {i.aws_id: i for i in instances.list_cluster_instances(
+            target.ctx, cluster.id, include_terminated=True)}
         by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
         by_row = {str(r.id): r for r in cluster.instances}
         for aws_id, info in actual.items():
-            if aws_id in by_aws:
+            if aws_id in by_aws or info.state in AWS_GONE:
                 continue
             row = by_row.get(info.tags.get(INSTANCE_ROW_TAG, ""))
             if row is None or row.aws_id:
@@ -116,7 +134,14 @@ class ClusterMachine:
             if row.state not in LIVE or not row.aws_id:
                 continue
             info = actual.get(row.aws_id)
-            if info is None or info.state in AWS_GONE:
+            if info is not None and info.state in AWS_GONE and \
+                    info.state_reason == SPOT_INTERRUPTION:
+                # Not a failure: AWS took the capacity back. _ensure_counts replaces it.
+                row.state, row.reason = "terminated", SPOT_INTERRUPTED
+                notify(session, cluster.account_id, "spot-interrupted",
+                       f"Spot {row.role} {row.aws_id} was interrupted by AWS; replacing it",
+                       level="warning", cluster=cluster)
+            elif info is None or info.state in AWS_GONE:
                 row.state, row.reason = "failed", row.reason or "the instance was terminated"
                 notify(session, cluster.account_id, "instance-lost",
                        f"{row.role.capitalize()} {row.aws_id} is gone: {row.reason}",
@@ -155,12 +180,13 @@ class ClusterMachine:
         return failed[-1].reason if failed else "unknown"
 
     def _ensure_counts(self, session, cluster, target, infra, opts: ClusterOptions) -> None:
+        self._finish_removed(session, cluster, target)
         live = [i for i in cluster.instances if i.state in LIVE]
         wanted = [("scheduler", 1 - sum(i.role == "scheduler" for i in live)),
                   ("worker", cluster.n_workers - sum(i.role == "worker" for i in live))]
         for role, missing in wanted:
             for _ in range(max(missing, 0)):
-                spot = role == "worker" and opts.spot
+                spot = role == "worker" and worker_is_spot(cluster, opts)
                 types = opts.scheduler_vm_types if role == "scheduler" else opts.worker_vm_types
                 cluster.instances.append(Instance(
                     cluster_id=cluster.id, role=role, instance_type=types[0], zone=cluster.zone,
@@ -171,9 +197,10 @@ class ClusterMachine:
         session.commit()  # rows (and their ids) exist before anything is launched
         pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
         for row in pending:
-            self._launch_row(session, cluster, target, infra, opts, row)
+            if not self._launch_row(session, cluster, target, infra, opts, row):
+                return  # the cluster moved zone: the next pass launches there
 
-    def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> None:
+    def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> bool:
         image = self._image(target)
         try:
             info = launch(target, infra, cluster, row, image, self.control_plane, opts,
@@ -186,18 +213,35 @@ class ClusterMachine:
                        cluster=cluster)
                 session.commit()
                 return self._launch_row(session, cluster, target, infra, opts, row)
-            raise
+            leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
+            if leaving:
+                instances.terminate(target.ctx, leaving)
+            return False
         row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
         row.state = "booting" if info.state == "running" else "launched"
         notify(session, cluster.account_id, f"{row.role}-launched",
                f"{row.role.capitalize()} {info.aws_id} launched ({row.instance_type}"
                f"{', spot' if row.spot else ''}) in {info.zone}", cluster=cluster)
         session.commit()
+        return True
+
+    def _finish_removed(self, session, cluster, target) -> None:
+        """Terminate the workers the scale API was told to remove (Adaptive retired them on
+        the scheduler already, so their data has moved)."""
+        removed = [i for i in cluster.instances if i.role == "worker" and i.state == "stopping"]
+        if not removed:
+            return
+        instances.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])
+        for row in removed:
+            row.state = "terminated"
+        notify(session, cluster.account_id, "cluster-scale-down",
+               f"Terminated {len(removed)} retired worker(s): "
+               f"{', '.join(r.aws_id or '(not launched)' for r in removed)}", cluster=cluster)
 
     def _retire_workers(self, session, cluster, target, count: int) -> None:
         workers = [i for i in cluster.instances if i.role == "worker" and i.state in LIVE]
         # Not-yet-ready ones first, then the newest: they hold the least work.
-        workers.sort(key=lambda i: (i.state == "ready", i.id), reverse=False)
+        workers.sort(key=lambda i: (i.state == "ready", -i.id))
         retire = workers[:count]
         for row in retire:
             row.state, row.reason = "terminated", "scaled down"
@@ -231,6 +275,7 @@ class ClusterMachine:
             notify(session, cluster.account_id, "security-group-deleted",
                    f"Security group {cluster.security_group_id} deleted", cluster=cluster)
         cluster.state, cluster.stopped_at = cluster.final_state, utcnow()
+        self.zones.forget(cluster.id)
         level = "error" if cluster.state == "error" else "info"
         notify(session, cluster.account_id, f"cluster-{cluster.state}",
                f"Cluster {cluster.state}" + (f": {cluster.reason}" if cluster.reason else ""),

@@ -1,7 +1,10 @@
 """An account's standing resources in a region: network, instance role, log group.
 
-Ensured once per (owner, region) per server run, then cached; each resource found or made is
-recorded as a BackendResource row, and a new one as a notification too.
+Hosted default: ensured once per (owner, region) per server run, then cached (it is ours to
+repair). A customer's own account: only *found* here, with the ongoing policy's Describe calls;
+creating them is the backend machine's job (setup policy). It is looked up again at the start
+of every cluster, since the customer may change their account between clusters. Each resource
+found or made is recorded as a BackendResource row, and a change as a notification.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast.backends.aws import iam, logs, network
+from overcast.backends.aws.errors import AwsError
 from overcast.backends.aws.network import Network, Resource
 from overcast.reconciler.contexts import Target
-from overcast.store.models import Account, BackendResource
+from overcast.store.models import Account, Backend, BackendResource
 from overcast.store.notify import notify
 
 LOG_RETENTION_DAYS = 30
@@ -40,10 +44,16 @@ class InfraCache:
 
     def ensure(self, session: Session, account: Account, target: Target, region: str,
                zone: str | None = None) -> Infra:
+        """The account's infra; with `zone`, also that zone's subnets (made if missing, which
+        in a customer's account fails with PermissionMissing once setup is detached).
+
+        A call without `zone` starts a cluster: a customer's account is then looked at again.
+        """
         key = (account.slug, region, target.network_owner)
         infra = self._known.get(key)
-        if infra is None:
-            infra = self._build(session, account, target, region)
+        if infra is None or (zone is None and not target.hosted):
+            infra = (self._build(session, account, target, region) if target.hosted
+                     else self._find(session, account, target))
             with self._lock:
                 self._known[key] = infra
         if zone and (zone not in infra.network.private_subnets
@@ -55,20 +65,35 @@ class InfraCache:
 
     def _build(self, session: Session, account: Account, target: Target, region: str) -> Infra:
         report = recorder(session, account, target, region)
-        existing = network.find_network(target.ctx, target.network_owner)
-        if existing is None or target.hosted:
-            # The hosted network is ours to repair; in a user's account only setup creates it.
-            net = network.ensure_network(target.ctx, target.network_owner, report=report)
-        else:
-            net = existing
+        net = network.ensure_network(target.ctx, target.network_owner, report=report)
         profile = iam.ensure_instance_role(target.ctx, account.slug, report=report)
         logs.ensure_log_group(target.ctx, account.slug, retention_days=LOG_RETENTION_DAYS,
                               report=report)
         return Infra(network=net, instance_profile=profile, log_group=account.slug)
 
+    def _find(self, session: Session, account: Account, target: Target) -> Infra:
+        backend = session.scalar(select(Backend).where(Backend.account_id == account.id))
+        state = backend.state if backend is not None else "ready"
+        if state in ("pending", "provisioning"):
+            err = AwsError("Waiting for the setup of your AWS account to finish.")
+            err.retryable = True
+            raise err
+        if state == "error":
+            raise AwsError(f"The setup of your AWS account failed ({backend.reason}); fix "
+                           "that and run `overcast setup aws` again.")
+        if state == "deleting":
+            raise AwsError("overcast is removing its resources from your AWS account; "
+                           "configure the backend again to run clusters there.")
+        net = network.find_network(target.ctx, account.slug)
+        if net is None:
+            raise AwsError(f"No overcast network in your AWS account ({target.ctx.region}): "
+                           "run `overcast setup aws` again with the setup policy attached.")
+        # Role, profile and log group are named after the slug (made by setup).
+        return Infra(network=net, instance_profile=account.slug, log_group=account.slug)
+
 
 def recorder(session: Session, account: Account, target: Target, region: str):
-    """A report callback that records each resource (and announces the new ones)."""
+    """A report callback that records each resource, announcing every change of state."""
     shared = target.network_owner != account.slug
 
     def report(resource: Resource) -> None:
@@ -76,15 +101,16 @@ def recorder(session: Session, account: Account, target: Target, region: str):
         row = session.scalar(select(BackendResource).where(
             BackendResource.scope == scope, BackendResource.region == region,
             BackendResource.kind == resource.kind, BackendResource.aws_id == resource.aws_id))
+        if row is None or (row.state != resource.state and resource.state != "found"):
+            notify(session, account.id, f"resource-{resource.kind}",
+                   f"{resource.kind} {resource.aws_id}"
+                   + (f" in {resource.zone}" if resource.zone else f" in {region}")
+                   + f": {resource.state}")
         if row is None:
             session.add(BackendResource(
                 account_id=None if scope != account.slug else account.id, scope=scope,
                 region=region, kind=resource.kind, aws_id=resource.aws_id, zone=resource.zone,
                 state=resource.state))
-            notify(session, account.id, f"resource-{resource.kind}",
-                   f"{resource.kind} {resource.aws_id}"
-                   + (f" in {resource.zone}" if resource.zone else f" in {region}")
-                   + f": {resource.state}")
         else:
             row.state = resource.state
         session.commit()

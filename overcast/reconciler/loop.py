@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import select
 
+from overcast.reconciler.backend import BackendMachine
 from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
 from overcast.reconciler.infra import InfraCache
@@ -29,6 +30,7 @@ class Reconciler:
         self.infra = InfraCache()
         self.machine = ClusterMachine(self.contexts, self.infra, control_plane, Timeouts())
         self.sweeper = Sweeper(db, self.contexts)
+        self.backends = BackendMachine(self.contexts, self.infra)
         self.idle_interval, self.busy_interval = idle_interval, busy_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -63,7 +65,7 @@ class Reconciler:
         """One step for every unfinished cluster; True if any is still on its way."""
         with self.db.session() as session:
             ids = session.scalars(select(Cluster.id).where(Cluster.state.in_(ACTIVE))).all()
-        busy = False
+        busy = self.backends.run_pass(self.db)  # customer accounts being set up / torn down
         for cluster_id in ids:
             busy |= self._step(cluster_id)
         return busy

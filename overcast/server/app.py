@@ -11,7 +11,9 @@ from fastapi import APIRouter, FastAPI
 
 from overcast import settings
 from overcast.reconciler.loop import Reconciler
-from overcast.server.api import agent, clusters, me, notifications
+from overcast.server import web
+from overcast.server.api import accounts, agent, clusters, me, notifications, tokens
+from overcast.server.api import backend as backend_api
 from overcast.server.logs import LogReader
 from overcast.store.db import Database
 
@@ -40,7 +42,11 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     api = APIRouter(prefix="/api/v1")
     for module in (me, clusters, agent, notifications):
         api.include_router(module.router)
+    api.include_router(backend_api.router)
+    api.include_router(accounts.router)
+    api.include_router(tokens.router)
     app.include_router(api)
+    web.install(app)  # the dashboard's pages, same app
     return app
 
 

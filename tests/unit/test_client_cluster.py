@@ -128,7 +128,7 @@ def test_start_connect_compute_scale_close(tls_scheduler):
         assert body == {"name": None, "n_workers": 1,
                         "backend_options": {"zone": "us-east-1a"}, "worker_gpu": None,
                         "scheduler_vm_types": None, "worker_vm_types": None,
-                        "idle_timeout": None}
+                        "idle_timeout": None, "no_client_timeout": None}
         assert cluster.security is not None and cluster.scheduler_address == address
         with Client(cluster) as client:
             assert client.submit(lambda x: x + 1, 41).result() == 42

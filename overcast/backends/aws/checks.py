@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import DENIED, AwsError, CredentialsInvalid, aws_errors, code_of
+from .errors import DENIED, CredentialsInvalid, aws_errors, code_of, translate_any
 from .session import AwsContext
 
 PROBE = "overcast-permission-probe"
@@ -174,6 +174,6 @@ def missing_actions(ctx: AwsContext, actions: set[str] | frozenset[str]) -> list
                     f"({code_of(exc)}). Check the key and try again.", code=code_of(exc)
                 ) from exc
             # Anything else (DryRunOperation, NotFound, a validation error) got past IAM.
-        except Exception as exc:  # noqa: BLE001 - e.g. a 5xx after retries: cannot tell
-            raise AwsError(f"Could not check {action}: {type(exc).__name__}; try again.") from exc
+        except BotoCoreError as exc:  # e.g. the endpoint is unreachable
+            raise translate_any(exc, action) from exc
     return missing

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast.server import bootstrap
-from overcast.server.auth import (AccountAccess, admin_of, current_user, db_session, member_of)
+from overcast.server.auth import AccountAccess, admin_of, current_user, db_session, member_of
 from overcast.server.passwords import PasswordError, hash_password, verify_password
 from overcast.store.models import Account, Membership, User
 

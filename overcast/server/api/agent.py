@@ -112,6 +112,8 @@ def instance_failed(aws_id: str, body: Failure, request: Request,
                     cluster: Cluster = Depends(agent_cluster),
                     session: Session = Depends(db_session)) -> dict:
     instance = cluster_instance(session, cluster, aws_id)
+    if instance.state in ("stopping", "terminated"):
+        return {"action": "stop"}  # it was being removed: its dask closing is no failure
     reason = body.reason[:500]
     instance.state, instance.reason = "failed", reason
     notify(session, cluster.account_id, "instance-failed",

@@ -39,6 +39,9 @@ class ClusterCreate(BaseModel):
 
 class ScaleRequest(BaseModel):
     n_workers: int
+    # Workers (instance ids, which are also their dask worker names) to remove: Adaptive
+    # retires the ones it chose on the scheduler, then asks for exactly those to go.
+    remove: list[str] = Field(default_factory=list)
 
 
 def check_n_workers(n: int) -> int:
@@ -132,6 +135,14 @@ def scale_cluster(name: str, body: ScaleRequest, request: Request,
     if cluster.state not in ("pending", "starting", "running"):
         raise HTTPException(409, f"Cluster {name!r} is {cluster.state}; start a new one.")
     n = check_n_workers(body.n_workers)
+    live = ("requested", "launched", "booting", "ready")
+    removed = [i for i in cluster.instances if i.role == "worker" and i.aws_id in body.remove
+               and i.state in live]
+    for row in removed:
+        row.state, row.reason = "stopping", "scaled down"
+    if removed:
+        notify(session, access.account.id, "cluster-scale",
+               f"Removing worker(s) {', '.join(r.aws_id for r in removed)}", cluster=cluster)
     if n != cluster.n_workers:
         notify(session, access.account.id, "cluster-scale",
                f"Scaling from {cluster.n_workers} to {n} worker(s)", cluster=cluster)

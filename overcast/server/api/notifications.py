@@ -1,16 +1,37 @@
-"""Notifications of an account: list (newest first), filtered."""
+"""Notifications of an account: list (newest first), filtered; and a live server-sent-events
+stream of new ones (`text/event-stream`, one `notification` event per row, id = row id)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
-from sqlalchemy import select
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from overcast.server.auth import AccountAccess, db_session, member_of
 from overcast.server.views import notification_view
 from overcast.store.models import Notification
 
 router = APIRouter(prefix="/accounts/{slug}/notifications", tags=["notifications"])
+STREAM_POLL = 0.5  # seconds between look-ups for new rows (a cheap indexed query)
+KEEPALIVE = 15.0  # a comment line this often, so proxies keep an idle stream open
+
+
+def _query(account_id: int, cluster: str | None, level: str | None,
+           event_type: str | None) -> Select:
+    query = select(Notification).where(Notification.account_id == account_id)
+    if cluster:
+        query = query.where(Notification.cluster_name == cluster)
+    if level:
+        query = query.where(Notification.level == level)
+    if event_type:
+        query = query.where(Notification.event_type == event_type)
+    return query
 
 
 @router.get("")
@@ -19,14 +40,53 @@ def list_notifications(access: AccountAccess = Depends(member_of),
                        cluster: str | None = None, level: str | None = None,
                        event_type: str | None = None, after_id: int | None = None,
                        limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
-    query = select(Notification).where(Notification.account_id == access.account.id)
-    if cluster:
-        query = query.where(Notification.cluster_name == cluster)
-    if level:
-        query = query.where(Notification.level == level)
-    if event_type:
-        query = query.where(Notification.event_type == event_type)
+    query = _query(access.account.id, cluster, level, event_type)
     if after_id:
         query = query.where(Notification.id > after_id)
     rows = session.scalars(query.order_by(Notification.id.desc()).limit(limit)).all()
     return [notification_view(r) for r in rows]
+
+
+@router.get("/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_notifications(request: Request, access: AccountAccess = Depends(member_of),
+                               cluster: str | None = None, level: str | None = None,
+                               event_type: str | None = None, after_id: int | None = None,
+                               last_event_id: str | None = Header(None)) -> StreamingResponse:
+    """New notifications as they happen, oldest first. Starts after `after_id` (or the
+    `Last-Event-ID` a reconnecting EventSource sends), else after the newest existing one."""
+    db = request.app.state.db
+    account_id = access.account.id
+    query = _query(account_id, cluster, level, event_type)
+    if after_id is None and last_event_id and last_event_id.isdigit():
+        after_id = int(last_event_id)
+
+    def newest() -> int:
+        with db.session() as session:
+            return session.scalar(select(func.max(Notification.id)).where(
+                Notification.account_id == account_id)) or 0
+
+    def fetch(last: int) -> list[dict]:
+        with db.session() as session:
+            rows = session.scalars(query.where(Notification.id > last)
+                                   .order_by(Notification.id).limit(500)).all()
+            return [notification_view(r) for r in rows]
+
+    start = after_id if after_id is not None else await run_in_threadpool(newest)
+
+    async def events() -> AsyncIterator[str]:
+        last, quiet = start, 0.0
+        yield "retry: 2000\n: connected\n\n"
+        while not await request.is_disconnected():
+            rows = await run_in_threadpool(fetch, last)
+            for row in rows:
+                last = row["id"]
+                yield f"id: {row['id']}\nevent: notification\ndata: {json.dumps(row)}\n\n"
+            quiet = 0.0 if rows else quiet + STREAM_POLL
+            if quiet >= KEEPALIVE:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(STREAM_POLL)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

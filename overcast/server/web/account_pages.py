@@ -3,60 +3,47 @@
 from __future__ import annotations
 
 import json
-from types import ModuleType
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast.options import DEFAULT_REGION, SUPPORTED_REGIONS
 from overcast.server import bootstrap
 from overcast.server.api.accounts import members_view
 from overcast.server.auth import db_session
+from overcast.server.services import backend as service
 from overcast.server.views import backend_view
 from overcast.server.web.session import (
-    Page, Visitor, checked_form, page_admin, page_member, render, visitor)
-from overcast.store.models import Backend, BackendResource
+    Page,
+    Visitor,
+    checked_form,
+    page_admin,
+    page_member,
+    render,
+    visitor,
+)
 
 router = APIRouter(include_in_schema=False)
 POLICY_NAMES = ("setup", "ongoing")
 # Form fields of the wizard that may be shown again after an error (never the secrets).
-ECHO_FIELDS = ("kind", "region", "aws_access_key_id", "registry_type", "registry_username",
-               "registry_namespace")
-SECRET_FIELDS = ("aws_secret_access_key", "registry_password")
-
-
-def backend_service() -> ModuleType | None:
-    """The backend service layer (configure/reset/policies), if this build has it."""
-    try:
-        from overcast.server.services import backend as service
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("overcast.server.services", "overcast.server.services.backend"):
-            raise
-        return None
-    return service
+ECHO_FIELDS = ("kind", "region", "aws_access_key_id", "registry_type", "registry_username")
 
 
 def policy_text(name: str) -> str:
-    service = backend_service()
-    if service is not None and hasattr(service, "policy_documents"):
-        docs = service.policy_documents()
-        doc = docs.get(name) if isinstance(docs, dict) else None
-        if doc is not None:
-            return doc if isinstance(doc, str) else json.dumps(doc, indent=2)
-    from overcast.backends.aws import policies
-    return policies.text(name)
+    return json.dumps(service.policy_documents()[name], indent=2)
 
 
 def current_backend(session: Session, page: Page) -> dict[str, Any]:
     account = page.access.account
-    row = session.scalar(select(Backend).where(Backend.account_id == account.id))
-    resources = list(session.scalars(select(BackendResource)
-                                     .where(BackendResource.account_id == account.id)
-                                     .order_by(BackendResource.id)))
-    return backend_view(row, resources)
+    row = service.get_backend(session, account)
+    return backend_view(row, service.backend_resources(session, account, row))
+
+
+def account_context(session: Session, page: Page, **extra: Any) -> dict[str, Any]:
+    return {"backend": current_backend(session, page), "members": members_view(page.access.account),
+            "policies": {name: policy_text(name) for name in POLICY_NAMES}, **extra}
 
 
 def wake(request: Request) -> None:
@@ -68,9 +55,7 @@ def wake(request: Request) -> None:
 @router.get("/a/{slug}/account")
 def account_page(request: Request, page: Page = Depends(page_member),
                  session: Session = Depends(db_session)) -> Response:
-    return render(request, "account.html", {
-        "backend": current_backend(session, page), "members": members_view(page.access.account),
-        "policies": {name: policy_text(name) for name in POLICY_NAMES}}, page=page)
+    return render(request, "account.html", account_context(session, page), page=page)
 
 
 @router.get("/a/{slug}/backend/edit")
@@ -92,17 +77,16 @@ def wizard_page(request: Request, page: Page, values: dict[str, str],
 
 def backend_params(form: dict[str, str]) -> dict[str, Any]:
     """The wizard's form as the backend service's parameters."""
-    kind = "aws" if form.get("kind") == "aws" else "hosted"
-    params: dict[str, Any] = {"kind": kind, "region": form.get("region") or DEFAULT_REGION,
-                              "registry_type": form.get("registry_type") or "ecr"}
-    if kind == "aws":
-        params["aws_access_key_id"] = form.get("aws_access_key_id", "").strip()
-        params["aws_secret_access_key"] = form.get("aws_secret_access_key", "").strip()
-    if params["registry_type"] == "dockerhub":
-        params["registry_username"] = form.get("registry_username", "").strip()
-        params["registry_namespace"] = form.get("registry_namespace", "").strip() or \
-            params["registry_username"]
-        params["registry_password"] = form.get("registry_password", "")
+    if form.get("kind") != "aws":
+        return {"backend": "hosted"}
+    params: dict[str, Any] = {
+        "backend": "aws", "aws_region": form.get("region") or DEFAULT_REGION,
+        "aws_access_key_id": form.get("aws_access_key_id", ""),
+        "aws_secret_access_key": form.get("aws_secret_access_key", ""),
+        "registry_type": form.get("registry_type") or "ecr"}
+    if params["registry_type"] == "docker_hub":
+        params["registry_username"] = form.get("registry_username", "")
+        params["registry_access_token"] = form.get("registry_access_token", "")
     return params
 
 
@@ -111,15 +95,11 @@ def submit_backend(request: Request, form: dict = Depends(checked_form),
                    page: Page = Depends(page_admin),
                    session: Session = Depends(db_session)) -> Response:
     values = {k: form.get(k, "") for k in ECHO_FIELDS}
-    service = backend_service()
-    if service is None:
-        return wizard_page(request, page, values, error="Configuring a cloud backend is not "
-                                                        "available in this build of overcast.")
     try:
         service.configure_backend(session, page.access.account, backend_params(form))
     except service.BackendConfigError as exc:
         session.rollback()  # nothing half-made: the service's message says what to change
-        return wizard_page(request, page, values, error=str(exc))
+        return wizard_page(request, page, values, error=exc.message)
     session.commit()
     wake(request)
     return RedirectResponse(f"/a/{page.access.account.slug}/backend/progress", 303)
@@ -136,10 +116,13 @@ def progress(request: Request, page: Page = Depends(page_member),
 def reset_backend(request: Request, form: dict = Depends(checked_form),
                   page: Page = Depends(page_admin),
                   session: Session = Depends(db_session)) -> Response:
-    service = backend_service()
-    if service is None:
-        raise HTTPException(501, "Resetting the cloud backend is not available in this build.")
-    service.reset_backend(session, page.access.account)
+    try:
+        service.reset_backend(session, page.access.account)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        return render(request, "account.html",
+                      account_context(session, page, backend_error=exc.message),
+                      page=page, status=exc.status)
     session.commit()
     wake(request)
     return RedirectResponse(f"/a/{page.access.account.slug}/account", 303)
@@ -183,11 +166,9 @@ def add_member(request: Request, form: dict = Depends(checked_form),
                              form.get("role", "member"))
     except bootstrap.AccountError as exc:
         session.rollback()
-        return render(request, "account.html", {
-            "backend": current_backend(session, page), "member_error": str(exc),
-            "members": members_view(page.access.account),
-            "policies": {name: policy_text(name) for name in POLICY_NAMES}},
-            page=page, status=400)
+        return render(request, "account.html",
+                      account_context(session, page, member_error=str(exc)),
+                      page=page, status=400)
     session.commit()
     return RedirectResponse(f"/a/{page.access.account.slug}/account#members", 303)
 

@@ -14,9 +14,20 @@ from overcast.server.api import tokens as token_api
 from overcast.server.auth import authenticate, db_session
 from overcast.server.passwords import PasswordError, hash_password, verify_password
 from overcast.server.web.session import (
-    SESSION_COOKIE, Visitor, anonymous_csrf, anonymous_form, checked_form, end_session,
-    optional_visitor, render, safe_next, set_session_cookie, start_session, visitor,
-    with_csrf_cookie)
+    SESSION_COOKIE,
+    Visitor,
+    anonymous_csrf,
+    anonymous_form,
+    checked_form,
+    end_session,
+    optional_visitor,
+    render,
+    safe_next,
+    set_session_cookie,
+    start_session,
+    visitor,
+    with_csrf_cookie,
+)
 
 router = APIRouter(include_in_schema=False)
 _STATE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")

@@ -15,15 +15,16 @@ from sqlalchemy.orm import Session
 
 from overcast.server.api.clusters import find_cluster
 from overcast.server.auth import db_session
+from overcast.server.services import backend as service
 from overcast.server.views import backend_view, cluster_view, notification_view
 from overcast.server.web.session import Page, checked_form, page_member, render
-from overcast.store.models import Backend, BackendResource, Cluster, Notification
+from overcast.store.models import Account, Cluster, Notification
 from overcast.store.notify import notify
 
 router = APIRouter(include_in_schema=False)
 STREAM_SECONDS = 120.0  # then the stream ends and EventSource reconnects (bounded work)
 POLL_SECONDS = 0.5
-FINAL_BACKEND = ("ready", "error")
+FINAL_BACKEND = ("ready", "error")  # "deleting" (teardown) keeps streaming
 
 
 def clusters_snapshot(session: Session, account_id: int) -> list[dict[str, Any]]:
@@ -43,11 +44,9 @@ def cluster_snapshot(session: Session, account_id: int, name: str) -> dict[str, 
 
 
 def backend_snapshot(session: Session, account_id: int) -> dict[str, Any]:
-    row = session.scalar(select(Backend).where(Backend.account_id == account_id))
-    resources = session.scalars(select(BackendResource)
-                                .where(BackendResource.account_id == account_id)
-                                .order_by(BackendResource.id))
-    return backend_view(row, list(resources))
+    account = session.get(Account, account_id)
+    row = service.get_backend(session, account)
+    return backend_view(row, service.backend_resources(session, account, row))
 
 
 @router.get("/a/{slug}/clusters")

@@ -1,0 +1,97 @@
+"""The backend state machine: setting up (or tearing down) a customer's AWS account.
+
+pending > provisioning > ready | error, and deleting > (hosted) for `--teardown`. Each step is
+idempotent (the backends package looks everything up before creating it), so a crash or a
+retryable AWS error is repaired by the next pass; running setup again on an account that is
+already right only finds things.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from overcast.backends.aws import iam, logs, network, registry, teardown
+from overcast.backends.aws.errors import AwsError
+from overcast.reconciler.contexts import ContextFactory
+from overcast.reconciler.infra import LOG_RETENTION_DAYS, InfraCache, recorder
+from overcast.store.db import Database
+from overcast.store.models import Backend, utcnow
+from overcast.store.notify import notify
+
+log = logging.getLogger("overcast.reconciler")
+WORKING = ("pending", "provisioning", "deleting")
+
+
+class BackendMachine:
+    def __init__(self, contexts: ContextFactory, infra: InfraCache) -> None:
+        self.contexts, self.infra = contexts, infra
+
+    def run_pass(self, db: Database) -> bool:
+        """One step for every customer backend being set up or torn down; True if any."""
+        with db.session() as session:
+            ids = session.scalars(select(Backend.id).where(
+                Backend.kind == "aws", Backend.state.in_(WORKING))).all()
+        for backend_id in ids:
+            try:
+                with db.session() as session:
+                    self.step(session, session.get(Backend, backend_id))
+            except Exception:  # one account's bug must not stop the others (or clusters)
+                log.exception("backend %s: step failed", backend_id)
+        return bool(ids)
+
+    def step(self, session: Session, backend: Backend) -> None:
+        account = backend.account
+        try:
+            target = self.contexts.for_account(session, account, backend.region)
+            if backend.state == "pending":
+                backend.state = "provisioning"
+                notify(session, account.id, "backend-provisioning",
+                       f"Setting up your AWS account in {backend.region}")
+                session.commit()
+            if backend.state == "provisioning":
+                self._setup(session, backend, target)
+            elif backend.state == "deleting":
+                self._teardown(session, backend, target)
+        except AwsError as exc:
+            if exc.retryable:
+                notify(session, account.id, "aws-retry", f"Waiting on AWS, will retry: {exc}",
+                       level="warning")
+            else:
+                backend.state, backend.reason = "error", str(exc)
+                notify(session, account.id, "backend-error", str(exc), level="error")
+            session.commit()
+
+    def _setup(self, session: Session, backend: Backend, target) -> None:
+        account, region = backend.account, backend.region
+        report = recorder(session, account, target, region)
+        slug = account.slug
+        network.ensure_network(target.ctx, slug, report=report)
+        iam.ensure_instance_role(target.ctx, slug, report=report)
+        logs.ensure_log_group(target.ctx, slug, retention_days=LOG_RETENTION_DAYS, report=report)
+        if backend.registry_type == "ecr":
+            registry.ensure_ecr_repository(target.ctx, slug, report=report)
+        backend.state, backend.reason = "ready", None
+        self.infra.forget(account, region)  # clusters look the new network up
+        notify(session, account.id, "backend-ready",
+               f"Your AWS account is ready in {region}: clusters of {slug} run there now")
+        session.commit()
+
+    def _teardown(self, session: Session, backend: Backend, target) -> None:
+        account, region = backend.account, backend.region
+        teardown.teardown_account(target.ctx, account.slug, owner=account.slug,
+                                  report=recorder(session, account, target, region))
+        # Everything is gone: back to the hosted default, forgetting the credentials.
+        backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", \
+            None, None
+        backend.credentials_encrypted = backend.registry_secret_encrypted = None
+        backend.key_id_masked = backend.role_arn = None
+        backend.registry_type, backend.registry_username = "ecr", None
+        backend.state, backend.reason, backend.updated_at = "ready", None, utcnow()
+        self.infra.forget(account, region)
+        notify(session, account.id, "backend-teardown-done",
+               "Every resource overcast created in your AWS account is deleted; this account "
+               "uses the hosted default again")
+        session.commit()

@@ -1,0 +1,112 @@
+"""Backend routes: the IAM policy documents, and an account's cloud backend.
+
+GET for members; PUT (configure), DELETE (reset to the hosted default), teardown and the
+role-mode details for admins. Credentials go in, never out: only a masked key id is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from overcast.backends.aws import access_role, policies
+from overcast.backends.aws.errors import AwsError
+from overcast.server.auth import AccountAccess, admin_of, db_session, member_of
+from overcast.server.services import backend as service
+from overcast.server.views import backend_view
+from overcast.store.models import Account
+
+router = APIRouter(tags=["backend"])
+BACKEND = "/accounts/{slug}/backend"
+
+
+def backend_document(session: Session, account: Account) -> dict[str, Any]:
+    row = service.get_backend(session, account)
+    view = backend_view(row, service.backend_resources(session, account, row))
+    view["role_arn"] = row.role_arn if row is not None and row.kind == "aws" else None
+    view["credentials"] = (None if row is None or row.kind != "aws"
+                           else "role" if row.role_arn else "keys")
+    return view
+
+
+def _wake(request: Request) -> None:
+    reconciler = getattr(request.app.state, "reconciler", None)
+    if reconciler is not None:
+        reconciler.wake()
+
+
+@router.get("/policies/{name}")
+def get_policy(name: str) -> dict:
+    """The setup or ongoing IAM policy document, as JSON."""
+    if name not in policies.NAMES:
+        raise HTTPException(404, f"No policy {name!r}: use one of {', '.join(policies.NAMES)}.")
+    return policies.load(name)
+
+
+@router.get(BACKEND)
+def get_backend(access: AccountAccess = Depends(member_of),
+                session: Session = Depends(db_session)) -> dict:
+    return backend_document(session, access.account)
+
+
+@router.put(BACKEND)
+def put_backend(request: Request, params: dict[str, Any] = Body(...),
+                access: AccountAccess = Depends(admin_of),
+                session: Session = Depends(db_session)) -> dict:
+    """Configure the backend (checks the credentials first; nothing is stored if one fails)."""
+    try:
+        service.configure_backend(session, access.account, params)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
+    session.commit()
+    _wake(request)
+    return backend_document(session, access.account)
+
+
+@router.delete(BACKEND)
+def reset_backend(request: Request, access: AccountAccess = Depends(admin_of),
+                  session: Session = Depends(db_session)) -> dict:
+    """Back to the hosted default (resources in the customer's account are left alone)."""
+    try:
+        service.reset_backend(session, access.account)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
+    session.commit()
+    _wake(request)
+    return backend_document(session, access.account)
+
+
+@router.post(BACKEND + "/teardown", status_code=202)
+def teardown_backend(request: Request, access: AccountAccess = Depends(admin_of),
+                     session: Session = Depends(db_session)) -> dict:
+    """Delete everything overcast made in the customer's account, then reset to hosted."""
+    try:
+        service.request_teardown(session, access.account)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
+    session.commit()
+    _wake(request)
+    return backend_document(session, access.account)
+
+
+@router.get(BACKEND + "/role-setup")
+def role_setup(request: Request, access: AccountAccess = Depends(admin_of),
+               session: Session = Depends(db_session)) -> dict:
+    """What a cross-account role for this account must look like (role mode)."""
+    ext = service.external_id(session, access.account)
+    session.commit()
+    try:
+        trusted = request.app.state.log_reader.contexts.operator("us-east-1").account_id()
+    except AwsError as exc:
+        raise HTTPException(502, f"Could not read the control plane's AWS account: {exc}") \
+            from None
+    slug = access.account.slug
+    return {"external_id": ext, "trusted_account_id": trusted,
+            "role_name": access_role.role_name(slug),
+            "trust_policy": access_role.trust_policy(trusted, ext),
+            "policies": list(policies.NAMES)}

@@ -1,0 +1,270 @@
+"""An account's cloud backend: configure (checked before anything is stored), reset, teardown.
+
+Shared by the REST API and the dashboard wizard. Every failure is a `BackendConfigError` whose
+message says what to change; it never contains a secret (we build messages from our own text,
+masked key ids and AWS error codes, never from the submitted values).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from overcast import crypto, options
+from overcast.backends.aws import checks, policies
+from overcast.backends.aws.errors import AwsError, CredentialsInvalid
+from overcast.backends.aws.session import AwsContext, context
+from overcast.reconciler.contexts import recording
+from overcast.store.models import Account, Backend, BackendResource, Cluster, utcnow
+from overcast.store.notify import notify
+
+KINDS = ("hosted", "aws")
+REGISTRIES = ("ecr", "docker_hub")
+ACTIVE_CLUSTER_STATES = ("pending", "starting", "running", "stopping")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+ALIASES = {"region": "aws_region", "access_key_id": "aws_access_key_id",
+           "secret_access_key": "aws_secret_access_key", "session_token": "aws_session_token",
+           "role_arn": "aws_role_arn"}
+KNOWN = {"backend", "aws_region", "aws_access_key_id", "aws_secret_access_key",
+         "aws_session_token", "aws_role_arn", "zone", "firewall", "registry_type",
+         "registry_username", "registry_access_token"}
+
+
+class BackendConfigError(Exception):
+    """Bad backend settings or credentials; `message` is for the user, `status` the HTTP code."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def policy_documents() -> dict[str, dict]:
+    """{"setup": {...}, "ongoing": {...}}: what a customer attaches to overcast's IAM user."""
+    return {name: policies.load(name) for name in policies.NAMES}
+
+
+def get_backend(session: Session, account: Account) -> Backend | None:
+    return session.scalar(select(Backend).where(Backend.account_id == account.id))
+
+
+def backend_resources(session: Session, account: Account,
+                      backend: Backend | None) -> list[BackendResource]:
+    """What overcast made or found in the customer's account (none for the hosted default)."""
+    if backend is None or backend.kind != "aws":
+        return []
+    return list(session.scalars(select(BackendResource).where(
+        BackendResource.scope == account.slug, BackendResource.region == backend.region)
+        .order_by(BackendResource.id)))
+
+
+def external_id(session: Session, account: Account) -> str:
+    """The external id this account's cross-account role must require (made once, kept)."""
+    backend = get_backend(session, account)
+    if backend is None:
+        backend = Backend(account_id=account.id, kind="hosted")
+        session.add(backend)
+    if not backend.external_id:
+        backend.external_id = f"overcast-{secrets.token_hex(16)}"
+        session.flush()
+    return backend.external_id
+
+
+def configure_backend(session: Session, account: Account, params: dict[str, Any]) -> Backend:
+    """Check `params` and the credentials in them, then store them (encrypted) and start setup.
+
+    Nothing is written unless every check passes. `backend="hosted"` resets to the default.
+    """
+    p = _normalise(params)
+    kind = p.get("backend") or "aws"
+    if kind not in KINDS:
+        raise BackendConfigError(f"backend must be one of {', '.join(KINDS)}, not {kind!r}.")
+    if kind == "hosted":
+        return reset_backend(session, account)
+    region, zone, firewall = _placement(p)
+    registry = _registry(p)
+    if _active_clusters(session, account):
+        raise BackendConfigError("Stop this account's clusters before changing its backend.",
+                                 409)
+    creds, masked, ctx = _credentials(session, account, p, region)
+    identity = _check_identity(ctx, creds)
+    _check_permissions(ctx)
+
+    backend = get_backend(session, account) or Backend(account_id=account.id)
+    session.add(backend)
+    backend.kind, backend.region, backend.zone, backend.firewall = "aws", region, zone, firewall
+    backend.registry_type, backend.registry_username = registry["type"], registry["username"]
+    backend.registry_secret_encrypted = (crypto.encrypt(registry["token"])
+                                         if registry["token"] else None)
+    backend.credentials_encrypted = crypto.encrypt(json.dumps(creds))
+    backend.key_id_masked, backend.role_arn = masked, creds.get("role_arn")
+    backend.state, backend.reason, backend.updated_at = "pending", None, utcnow()
+    # Rows describe the previous place (hosted, or another AWS account): setup reports anew.
+    session.execute(delete(BackendResource).where(BackendResource.scope == account.slug))
+    notify(session, account.id, "backend-configured",
+           f"Backend set to your AWS account {identity['account']} in {region}"
+           f" ({'role ' + creds['role_arn'] if 'role_arn' in creds else 'key ' + masked}); "
+           "setting up its network, instance role and log group")
+    session.flush()
+    return backend
+
+
+def reset_backend(session: Session, account: Account) -> Backend:
+    """Back to the hosted default; resources in the customer's account are left as they are."""
+    backend = get_backend(session, account) or Backend(account_id=account.id)
+    session.add(backend)
+    was_aws = backend.kind == "aws"
+    if was_aws and _active_clusters(session, account):
+        raise BackendConfigError("Stop this account's clusters before changing its backend.",
+                                 409)
+    backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", None, None
+    backend.registry_type, backend.registry_username = "ecr", None
+    backend.credentials_encrypted = backend.registry_secret_encrypted = None
+    backend.key_id_masked = backend.role_arn = None
+    backend.state, backend.reason, backend.updated_at = "ready", None, utcnow()
+    if was_aws:
+        notify(session, account.id, "backend-reset",
+               "Backend reset to the hosted default. Resources in your AWS account were left "
+               "as they are; `overcast setup aws --teardown` (before resetting) removes them.")
+    session.flush()
+    return backend
+
+
+def request_teardown(session: Session, account: Account) -> Backend:
+    """Ask the reconciler to delete everything overcast made in the customer's account, then
+    reset to the hosted default."""
+    backend = get_backend(session, account)
+    if backend is None or backend.kind != "aws":
+        raise BackendConfigError("This account uses the hosted default: there is nothing of "
+                                 "overcast in an AWS account of yours to remove. (If you reset "
+                                 "already, configure the AWS backend again first.)", 409)
+    if _active_clusters(session, account):
+        raise BackendConfigError("Stop this account's clusters before tearing down.", 409)
+    backend.state, backend.reason = "deleting", None
+    notify(session, account.id, "backend-teardown",
+           "Deleting every resource overcast created in your AWS account")
+    session.flush()
+    return backend
+
+
+# -- checks ---------------------------------------------------------------------------------
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    p = {ALIASES.get(k, k): v for k, v in (params or {}).items() if v is not None}
+    unknown = sorted(set(p) - KNOWN)
+    if unknown:
+        raise BackendConfigError(f"Unknown backend option(s): {', '.join(unknown)}. Known: "
+                                 f"{', '.join(sorted(KNOWN))}.")
+    return {k: v.strip() if isinstance(v, str) else v for k, v in p.items()}
+
+
+def _placement(p: dict[str, Any]) -> tuple[str, str | None, dict | None]:
+    try:
+        region = options.check_region(p.get("aws_region") or options.DEFAULT_REGION)
+        zone = options.check_zone(p["zone"], region) if p.get("zone") else None
+        firewall = options.check_firewall(p["firewall"]) if p.get("firewall") else None
+    except options.OptionError as exc:
+        raise BackendConfigError(str(exc)) from None
+    return region, zone, firewall
+
+
+def _registry(p: dict[str, Any]) -> dict[str, Any]:
+    kind = p.get("registry_type") or "ecr"
+    if kind not in REGISTRIES:
+        raise BackendConfigError(f"registry_type must be one of {', '.join(REGISTRIES)}.")
+    user, token = p.get("registry_username"), p.get("registry_access_token")
+    if kind == "docker_hub" and not (user and token):
+        raise BackendConfigError("Docker Hub needs registry_username and registry_access_token "
+                                 "(an access token from hub.docker.com, not your password).")
+    if kind == "ecr":
+        user = token = None  # ECR uses the AWS credentials
+    return {"type": kind, "username": user, "token": token}
+
+
+def _credentials(session: Session, account: Account, p: dict[str, Any],
+                 region: str) -> tuple[dict[str, str], str | None, AwsContext]:
+    key_id, secret = p.get("aws_access_key_id"), p.get("aws_secret_access_key")
+    role_arn = p.get("aws_role_arn")
+    if p.get("aws_session_token"):
+        raise BackendConfigError(
+            "A session token means temporary credentials, which expire and would stop your "
+            "clusters: give the long-lived access key of an IAM user (AKIA...), or use role "
+            "mode (aws_role_arn).")
+    if key_id and checks.is_temporary_key(key_id):
+        raise BackendConfigError(
+            f"The access key {checks.mask_key_id(key_id)} is temporary (ASIA...: issued by STS, "
+            "it expires): give the long-lived access key of an IAM user (AKIA...), or use "
+            "role mode (aws_role_arn).")
+    if role_arn and not (key_id or secret):
+        if not _ROLE_ARN.match(role_arn):
+            raise BackendConfigError(f"{role_arn!r} is not an IAM role ARN "
+                                     "(arn:aws:iam::<12-digit account>:role/<name>).")
+        creds = {"role_arn": role_arn, "external_id": external_id(session, account)}
+        masked = None
+    else:
+        if not key_id or not secret:
+            which = "aws_access_key_id" if not key_id else "aws_secret_access_key"
+            raise BackendConfigError(f"{which} is missing: give both the access key id and "
+                                     "the secret access key of the IAM user.")
+        creds, masked = {"access_key_id": key_id, "secret_access_key": secret}, \
+            checks.mask_key_id(key_id)
+        if role_arn:
+            creds.update(role_arn=role_arn, external_id=external_id(session, account))
+    try:
+        ctx = context(region, **creds)
+    except AwsError as exc:  # role mode assumes the role right away
+        raise BackendConfigError(_role_message(creds, exc)) from None
+    return creds, masked, recording(ctx, "probe", account.slug)
+
+
+def _role_message(creds: dict[str, str], exc: AwsError) -> str:
+    return (f"overcast could not assume {creds.get('role_arn')} ({exc.code or 'error'}). The "
+            f"role must trust overcast's AWS account and require the external id "
+            f"{creds.get('external_id')} (`overcast setup aws --role` makes it so).")
+
+
+def _check_identity(ctx: AwsContext, creds: dict[str, str]) -> dict[str, str]:
+    try:
+        return checks.caller_identity(ctx)
+    except CredentialsInvalid as exc:
+        raise BackendConfigError(
+            f"AWS does not accept these credentials ({exc.code}): check the access key id and "
+            "secret access key (copy them again from the IAM console), and that the key is "
+            "active.") from None
+    except AwsError as exc:
+        if "role_arn" in creds:
+            raise BackendConfigError(_role_message(creds, exc)) from None
+        raise BackendConfigError(f"Could not check the credentials: {exc}") from None
+
+
+def _check_permissions(ctx: AwsContext) -> None:
+    try:
+        missing = checks.missing_actions(ctx, policies.all_actions())
+    except AwsError as exc:
+        raise BackendConfigError(f"Could not check the permissions: {exc}") from None
+    if not missing:
+        return
+    parts = []
+    for name in policies.NAMES:
+        these = [a for a in missing if a in policies.actions(name)]
+        if these:
+            parts.append(f"from the {name} policy: {', '.join(these)}")
+    raise BackendConfigError(
+        f"The credentials are missing {len(missing)} permission(s) overcast needs, "
+        f"{'; '.join(parts)}. Attach overcast's setup and ongoing policies (`overcast setup "
+        "aws --print-policy setup|ongoing`) to the IAM user or role, then try again.")
+
+
+def _active_clusters(session: Session, account: Account) -> bool:
+    return session.scalar(select(Cluster.id).where(
+        Cluster.account_id == account.id, Cluster.state.in_(ACTIVE_CLUSTER_STATES))
+        .limit(1)) is not None
+
+
+__all__ = ["BackendConfigError", "backend_resources", "configure_backend",
+           "external_id", "get_backend", "policy_documents", "request_teardown",
+           "reset_backend"]
