@@ -88,15 +88,20 @@ def env_cmd() -> None:
 @local_cloud.command("new-aws-account")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--user", default="overcast", show_default=True, help="IAM user name.")
-def new_aws_account_cmd(as_json: bool, user: str) -> None:
+@click.option("--with-admin", is_flag=True,
+              help="Also an 'admin' user of that account (e.g. as the profile for "
+                   "`overcast setup aws --role`).")
+def new_aws_account_cmd(as_json: bool, user: str, with_admin: bool) -> None:
     """Create a simulated AWS account with an IAM user holding overcast's setup and ongoing
     policies, and print its long-lived keys."""
-    account = _control("accounts", {"user_name": user})
+    account = _control("accounts", {"user_name": user, "admin": with_admin})
     if as_json:
         click.echo(json.dumps(account, indent=2))
         return
-    for field in ("account_id", "user", "access_key_id", "secret_access_key"):
-        click.echo(f"{field}: {account[field]}")
+    for field in ("account_id", "user", "access_key_id", "secret_access_key",
+                  "admin_access_key_id", "admin_secret_access_key"):
+        if field in account:
+            click.echo(f"{field}: {account[field]}")
 
 
 @local_cloud.command("interrupt-spot")

@@ -20,7 +20,7 @@ import click
 import httpx
 
 from overcast.cli import common
-from overcast.cli.common import err, fail, out
+from overcast.cli.common import fail, out
 
 DEFAULT_SERVER = "http://127.0.0.1:8600"
 HANDOFF_TIMEOUT = 300.0
@@ -39,7 +39,7 @@ class Handoff:
         handoff = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = min(int(self.headers.get("Content-Length") or 0), 16384)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 ok = (self.path == "/callback" and form.get("token") and
@@ -122,7 +122,8 @@ def login(server: str | None, token: str | None, account: str | None, no_browser
     if token is None:
         handoff = Handoff()
         link = handoff.url(server)
-        err.print(f"Sign in and approve the CLI at:\n  {link}")
+        # Plain echo: a console might wrap the long link, which must stay copyable.
+        click.echo(f"Sign in and approve the CLI at:\n  {link}", err=True)
         if not no_browser:
             webbrowser.open(link)
         answer = handoff.wait()

@@ -167,7 +167,8 @@ class LocalCloud:
     def _account_handler(self, data: dict[str, Any]) -> Any:
         return new_aws_account(setup_policy=data.get("setup_policy"),
                                ongoing_policy=data.get("ongoing_policy"),
-                               user_name=data.get("user_name", "overcast"))
+                               user_name=data.get("user_name", "overcast"),
+                               admin_user="admin" if data.get("admin") else None)
 
 
 def run_local_cloud(port: int = 4599, imds_port: int = 4598, seed: bool = True,
@@ -222,10 +223,13 @@ def _default_policies() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def new_aws_account(setup_policy: dict[str, Any] | str | None = None,
                     ongoing_policy: dict[str, Any] | str | None = None,
-                    user_name: str = "overcast", account_id: str | None = None) -> dict[str, str]:
+                    user_name: str = "overcast", account_id: str | None = None,
+                    admin_user: str | None = None) -> dict[str, str]:
     """A new simulated AWS account (as a user would have): an IAM user with the setup and
     ongoing policies attached and long-lived keys. Runs in-process in the local cloud's
-    process, so it works whether or not IAM is enforced."""
+    process, so it works whether or not IAM is enforced. With `admin_user`, also an
+    administrator of that account (its keys as admin_access_key_id/admin_secret_access_key),
+    to act as the account's owner: detach a policy, or create a role from a "local profile"."""
     from moto.iam.models import iam_backends
 
     if setup_policy is None or ongoing_policy is None:
@@ -244,5 +248,12 @@ def new_aws_account(setup_policy: dict[str, Any] | str | None = None,
                                    policy_document=text, policy_name=name, tags=[])
         iam.attach_user_policy(policy.arn, user_name)
     key = iam.create_access_key(user_name)
-    return {"account_id": account_id, "user": user_name,
-            "access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key}
+    out = {"account_id": account_id, "user": user_name,
+           "access_key_id": key.access_key_id, "secret_access_key": key.secret_access_key}
+    if admin_user:
+        iam.create_user(region_name="us-east-1", user_name=admin_user)
+        iam.put_user_policy(admin_user, "admin", json.dumps(ADMIN_POLICY))
+        admin_key = iam.create_access_key(admin_user)
+        out.update(admin_access_key_id=admin_key.access_key_id,
+                   admin_secret_access_key=admin_key.secret_access_key)
+    return out

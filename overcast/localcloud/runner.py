@@ -42,7 +42,17 @@ class Launcher:
         (pid, poll(), returncode)."""
         return subprocess.Popen(list(command), env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the runner dies, even by SIGKILL (Linux prctl), so a
+    crashed local cloud leaves no VM processes behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Runner:
         self.launcher = launcher or Launcher()
         self.extra_env = extra_env or {}
         self.booted: dict[str, Booted] = {}
+        self._stopping: dict[str, Booted] = {}  # terminated, still in their grace period
         self.addresses: dict[str, str] = {}  # instance id -> 127.10.x.y, stable across restarts
         self.exit_codes: dict[str, int] = {}
         self._where: dict[str, tuple[str, str]] = {}  # instance id -> (account, region)
@@ -95,12 +106,15 @@ class Runner:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        stoppers = [threading.Thread(target=self._kill, args=(b,)) for b in self.booted.values()]
+        # Include instances whose shutdown was still in its grace period.
+        every = {**self._stopping, **self.booted}
+        stoppers = [threading.Thread(target=self._kill, args=(b,)) for b in every.values()]
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join()
         self.booted.clear()
+        self._stopping.clear()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -129,11 +143,15 @@ class Runner:
             self._where[inst.id] = (account, region)
             if inst.state == "running" and inst.id not in self.booted:
                 self._boot(account, region, backend, inst)
+        for iid, stopping in list(self._stopping.items()):
+            if stopping.proc.poll() is not None:
+                del self._stopping[iid]
         for iid, booted in list(self.booted.items()):
             state = seen.get(iid)
             if state != "running":  # terminated, stopped, stopping or gone (moto reset)
                 log.info("instance %s is %s: stopping its process", iid, state or "gone")
                 self._forget(iid)
+                self._stopping[iid] = booted
                 threading.Thread(target=self._kill, args=(booted,), daemon=True).start()
             elif booted.proc.poll() is not None:
                 code = booted.proc.returncode

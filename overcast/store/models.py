@@ -117,6 +117,7 @@ class Cluster(Base):
     tls_encrypted: Mapped[str] = mapped_column(Text)
     security_group_id: Mapped[str | None] = mapped_column(String(64))
     scheduler_address: Mapped[str | None] = mapped_column(String(255))
+    scheduler_internal_address: Mapped[str | None] = mapped_column(String(255))
     dashboard_link: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -39,6 +39,7 @@ def cluster_instance(session: Session, cluster: Cluster, aws_id: str) -> Instanc
 class ReadyReport(BaseModel):
     address: str
     dashboard_address: str | None = None
+    internal_address: str | None = None  # inside the VPC, when it differs from `address`
 
 
 class Heartbeat(BaseModel):
@@ -60,7 +61,8 @@ def node_tls(cluster: Cluster = Depends(agent_cluster)) -> dict:
 
 @router.get("/scheduler")
 def scheduler_address(cluster: Cluster = Depends(agent_cluster)) -> dict:
-    return {"address": cluster.scheduler_address, "state": cluster.state}
+    return {"address": cluster.scheduler_address,
+            "internal_address": cluster.scheduler_internal_address, "state": cluster.state}
 
 
 @router.post("/instances/{aws_id}/ready")
@@ -74,6 +76,7 @@ def instance_ready(aws_id: str, body: ReadyReport, request: Request,
     instance.last_heartbeat = utcnow()
     if instance.role == "scheduler":
         cluster.scheduler_address = body.address
+        cluster.scheduler_internal_address = body.internal_address
         cluster.dashboard_link = body.dashboard_address
         notify(session, cluster.account_id, "scheduler-ready",
                f"Scheduler {aws_id} ready at {body.address}", cluster=cluster)

@@ -7,13 +7,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from overcast.server.auth import AccountAccess, db_session, member_of
+from overcast.server.auth import (
+    AccountAccess,
+    account_access,
+    bearer,
+    db_session,
+    member_of,
+    user_for_token,
+)
 from overcast.server.views import notification_view
 from overcast.store.models import Notification
 
@@ -49,14 +56,17 @@ def list_notifications(access: AccountAccess = Depends(member_of),
 
 @router.get("/stream", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def stream_notifications(request: Request, access: AccountAccess = Depends(member_of),
+async def stream_notifications(slug: str, request: Request,
                                cluster: str | None = None, level: str | None = None,
                                event_type: str | None = None, after_id: int | None = None,
                                last_event_id: str | None = Header(None)) -> StreamingResponse:
     """New notifications as they happen, oldest first. Starts after `after_id` (or the
     `Last-Event-ID` a reconnecting EventSource sends), else after the newest existing one."""
     db = request.app.state.db
-    account_id = access.account.id
+    # Authorised in a session of its own, committed now: a session held by a dependency
+    # would stay open (with the token's last-used write) for the whole stream and lock out
+    # SQLite writers.
+    account_id = await run_in_threadpool(_authorize, db, request, slug)
     query = _query(account_id, cluster, level, event_type)
     if after_id is None and last_event_id and last_event_id.isdigit():
         after_id = int(last_event_id)
@@ -90,3 +100,12 @@ async def stream_notifications(request: Request, access: AccountAccess = Depends
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _authorize(db, request: Request, slug: str) -> int:
+    with db.session() as session:
+        user = user_for_token(session, bearer(request))
+        if user is None:
+            raise HTTPException(401, "Invalid or revoked API token: run `overcast login` "
+                                     "or `overcast up` to get a new one.")
+        return account_access(slug, user, session).account.id
