@@ -25,7 +25,9 @@ from overcast.security import dask_security
 logger = logging.getLogger("overcast.agent")
 
 # Close reasons that are part of a normal shutdown, not a failure of this node.
-NORMAL_WORKER_CLOSE = {"scheduler-close"}
+# "scheduler-remove-worker": the scheduler retired this worker (Adaptive scaling down); the
+# control plane is told to remove the instance, so its going away is no failure.
+NORMAL_WORKER_CLOSE = {"scheduler-close", "scheduler-remove-worker"}
 
 
 class _ReasonMixin:
@@ -87,7 +89,7 @@ async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: S
     local_ip = ident.local_ipv4
     public_ip = ident.public_ipv4 or local_ip
     # Bind the private address (on EC2 the public IP is NATed to it, and is not on any interface;
-    # in the local cloud both are this instance's own 127.10.x.y).
+    # in the local cloud both are this instance's own 127.B.x.y).
     scheduler = OvercastScheduler(
         host=local_ip,
         port=boot.scheduler_port,

@@ -64,8 +64,8 @@ def watch(api, slug: str, timeout: float = 1800.0, final=("ready", "error")) -> 
                     key = (r["kind"], r["aws_id"])
                     if seen.get(key) != r["state"]:
                         seen[key] = r["state"]
-                        out.print(f"{r['kind']:<18} {r['aws_id']:<40} {r.get('zone') or '':<12} "
-                                  f"{r['state']}", highlight=False)
+                        click.echo(f"{r['kind']:<18} {r['aws_id']:<40} "
+                                   f"{r.get('zone') or '-':<12} {r['state']}")
             if doc["state"] in final or time.monotonic() > deadline:
                 return doc
             time.sleep(0.5)
@@ -73,6 +73,28 @@ def watch(api, slug: str, timeout: float = 1800.0, final=("ready", "error")) -> 
     finally:
         if live:
             live.stop()
+
+
+def follow_teardown(api, slug: str, timeout: float = 1800.0) -> dict[str, Any]:
+    """Request the teardown and print each resource as it is deleted (from notifications:
+    the backend's resource list is gone once it is hosted again)."""
+    from overcast.client.backend import backend_path
+    from overcast.client.functions import fetch_notifications
+
+    before = fetch_notifications(api, slug, limit=1)
+    last = before[0]["id"] if before else 0
+    api.request("POST", backend_path(slug, "/teardown"))
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = api.get(backend_path(slug))
+        rows = api.get(f"/accounts/{slug}/notifications", after_id=last, limit=1000)
+        for n in sorted(rows, key=lambda n: n["id"]):
+            last = max(last, n["id"])
+            if n["event_type"].startswith("resource-") or n["level"] == "error":
+                click.echo(n["message"])
+        if doc["state"] in ("ready", "error") or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.5)
 
 
 @setup.command("aws")
@@ -109,9 +131,7 @@ def aws(account, region, access_key_id, secret_access_key, zone, registry_type,
     from overcast.client.backend import backend_path
 
     if teardown:
-        api.request("POST", backend_path(slug, "/teardown"))
-        doc = watch(api, slug)
-        _finish(doc, "Teardown", hosted_ok=True)
+        _finish(follow_teardown(api, slug), "Teardown", hosted_ok=True)
         return
     body: dict[str, Any] = {"backend": "aws", "aws_region": region, "zone": zone,
                             "registry_type": registry_type,

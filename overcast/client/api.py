@@ -126,8 +126,9 @@ class Api:
         timeout = httpx.Timeout(self.timeout, read=60.0)
         headers = {**self._headers(), "Accept": "text/event-stream"}
         try:
-            with httpx.stream("GET", self._url(path), params=_params(params), headers=headers,
-                              timeout=timeout, transport=self._transport) as response:
+            with httpx.Client(timeout=timeout, transport=self._transport) as client, \
+                    client.stream("GET", self._url(path), params=_params(params),
+                                  headers=headers) as response:
                 if not response.is_success:
                     response.read()
                     raise self._error(response)

@@ -80,6 +80,7 @@ class LocalCloud:
                 # backends (2.5 s for all) off the startup path makes first calls fast.
                 threading.Thread(target=self._warm, daemon=True, name="warm-regions").start()
         except BaseException:
+            self.runner.stop()  # its fork server is already running
             self.imds.stop()
             raise
         # Real keys for the operator: under IAM enforcement only IAM-made keys sign requests.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from overcast import settings, tags
+from overcast.localcloud.forkserver import ForkServer, die_with_parent, supports
 from overcast.localcloud.imds import InstanceMetadata, MetadataService
 
 log = logging.getLogger("overcast.localcloud.runner")
@@ -34,25 +36,62 @@ STRIP_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 
 
 class Launcher:
-    """Starts an instance's agent. A warm forkserver (pre-imported distributed) can replace
-    this by implementing the same one method."""
+    """Starts an instance's agent as a fresh interpreter."""
 
     def launch(self, command: Sequence[str], env: dict[str, str], log_file: IO[bytes]) -> Any:
         """Start the process in its own process group; return a Popen-like object
-        (pid, poll(), returncode)."""
+        (pid, poll(), returncode, wait())."""
         return subprocess.Popen(list(command), env=env, stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+    def close(self) -> None:
+        """Local cloud shutdown, after every instance process is gone."""
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the runner dies, even by SIGKILL (Linux prctl), so a
-    crashed local cloud leaves no VM processes behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+class ForkServerLauncher(Launcher):
+    """Forks instances from a warm zygote that has imported distributed & co. once (see
+    forkserver.py); a fresh interpreter when the zygote is not ready (yet) or fails."""
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    def __init__(self, env: dict[str, str]) -> None:
+        self._said: set[str] = set()
+        self.server: ForkServer | None = None
+        try:
+            self.server = ForkServer(env)
+        except OSError as exc:
+            log.warning("cannot start the fork server (%s): instances start as fresh "
+                        "interpreters", exc)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.server is not None and self.server.ready(timeout)
+
+    def launch(self, command: Sequence[str], env: dict[str, str], log_file: IO[bytes]) -> Any:
+        if self.server is None:
+            why = "no fork server"
+        elif not supports(command):
+            why = f"the fork server cannot run {list(command)[:2]}"
+        elif not self.server.ready():
+            why = "the fork server is not ready (still importing, or it exited)"
+        else:
+            try:
+                return self.server.spawn(command, env, log_file)
+            except (OSError, ValueError) as exc:
+                why = f"the fork server failed: {exc}"
+        if why not in self._said:  # once per reason: the runner launches in bursts
+            self._said.add(why)
+            log.warning("%s: starting the instance as a fresh interpreter", why)
+        return super().launch(command, env, log_file)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def default_launcher(env: dict[str, str]) -> Launcher:
+    """The fork server unless OVERCAST_LOCALCLOUD_FORKSERVER=0 (e.g. to measure without)."""
+    if os.environ.get("OVERCAST_LOCALCLOUD_FORKSERVER", "1") == "0":
+        return Launcher()
+    return ForkServerLauncher(env)
 
 
 @dataclass
@@ -64,6 +103,17 @@ class Booted:
     proc: Any
     log_file: IO[bytes]
     started: float
+
+
+def _port_free(address: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
 
 
 def _host_gpus() -> int:
@@ -83,11 +133,13 @@ class Runner:
         self.endpoint = endpoint
         self.command = list(command)
         self.interval = interval
-        self.launcher = launcher or Launcher()
         self.extra_env = extra_env or {}
+        # Started now, so it is warm (imports done) by the time the first instance runs.
+        self.launcher = launcher or default_launcher(self._base_env())
         self.booted: dict[str, Booted] = {}
         self._stopping: dict[str, Booted] = {}  # terminated, still in their grace period
-        self.addresses: dict[str, str] = {}  # instance id -> 127.10.x.y, stable across restarts
+        self.addresses: dict[str, str] = {}  # instance id -> 127.B.x.y, stable across restarts
+        self._octet = random.randrange(10, 250)
         self.exit_codes: dict[str, int] = {}
         self._where: dict[str, tuple[str, str]] = {}  # instance id -> (account, region)
         self._creds: dict[str, tuple[str, dict[str, Any], float]] = {}
@@ -115,6 +167,7 @@ class Runner:
             t.join()
         self.booted.clear()
         self._stopping.clear()
+        self.launcher.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -175,8 +228,7 @@ class Runner:
                                             local_ipv4=address,
                                             availability_zone=inst.placement.zone,
                                             instance_type=inst.instance_type))
-        env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
-        env.update(self.extra_env)
+        env = self._base_env()
         env.update({
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint_for(inst.id),
             "AWS_ENDPOINT_URL": self.endpoint,
@@ -201,9 +253,22 @@ class Runner:
         log.info("instance %s (%s, %s) booted at %s, pid %s", inst.id, account, region,
                  address, proc.pid)
 
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
+        env.update(self.extra_env)
+        return env
+
     def _next_address(self) -> str:
-        n = len(self.addresses) + 1  # 127.10.0.1, ..., 127.10.0.254, 127.10.1.1, ...
-        return f"127.10.{(n - 1) // 254}.{(n - 1) % 254 + 1}"
+        """127.B.0.1, ..., 127.B.0.254, 127.B.1.1, ...: the first one not yet given out whose
+        scheduler port is free. B is drawn per runner so that local clouds running side by side
+        on one machine (tests, benchmarks) do not hand out the same addresses."""
+        taken = set(self.addresses.values())
+        n = 0
+        while True:
+            n += 1
+            address = f"127.{self._octet}.{(n - 1) // 254}.{(n - 1) % 254 + 1}"
+            if address not in taken and _port_free(address, 8786):
+                return address
 
     def _gpus(self, backend: Any, instance_type: str) -> int | None:
         """GPUs to expose, or None to leave CUDA_VISIBLE_DEVICES alone (no host GPUs)."""

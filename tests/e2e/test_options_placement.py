@@ -165,6 +165,8 @@ def test_zone_firewall_gpu_then_notifications_and_logs(overcast_config, stack, a
             resources = client.run(lambda dask_worker: dict(dask_worker.state.total_resources))
             assert list(resources.values()) == [{"GPU": 1}]
             assert client.submit(lambda: 42, resources={"GPU": 1}).result() == 42
+        live_logs = cluster.get_logs()  # the Cluster method, while it runs
+        assert {i["aws_id"] for i in info["instances"]} <= set(live_logs)
     finally:
         cluster.close()
     assert cluster_info(stack, "zone-b")["state"] == "stopped"

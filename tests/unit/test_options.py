@@ -52,3 +52,47 @@ def test_durations_are_parsed():
     assert resolve(None, idle_timeout="5 minutes").idle_timeout == 300
     with pytest.raises(OptionError, match="not a duration"):
         resolve(None, idle_timeout="soon")
+
+
+@pytest.mark.parametrize("types, fragment", [
+    (["g5.12xlarge"], "g5.12xlarge has 4 GPUs: workers get one GPU each"),
+    (["m6i.xlarge", "p4d.24xlarge"], "p4d.24xlarge has 8 GPUs"),
+])
+def test_multi_gpu_worker_types_are_refused_statically(types, fragment):
+    with pytest.raises(OptionError) as err:
+        resolve(None, worker_vm_types=types)
+    assert fragment in str(err.value)
+
+
+def test_a_one_gpu_worker_type_means_one_gpu_per_worker():
+    opts = resolve({"worker_vm_types": ["g5.xlarge"]})
+    assert opts.worker_gpu == 1 and opts.worker_vm_types == ["g5.xlarge"]
+    assert resolve(None, scheduler_vm_types=["g5.12xlarge"]).worker_gpu == 0  # scheduler: any
+
+
+def test_keyword_types_beat_backend_option_types():
+    opts = resolve({"worker_vm_types": ["m6i.2xlarge"]}, worker_vm_types=["m6i.4xlarge"])
+    assert opts.worker_vm_types == ["m6i.4xlarge"]
+
+
+@pytest.mark.parametrize("key", ["spot", "spot_on_demand_fallback"])
+def test_spot_flags_must_be_booleans(key):
+    assert getattr(resolve({key: True}), key) is True
+    with pytest.raises(OptionError, match="must be true or false"):
+        resolve({key: "yes"})
+
+
+def test_account_zone_is_pinned_and_applies_only_in_its_region():
+    account = {"region": "us-east-1", "zone": "us-east-1c"}
+    opts = resolve(None, account_defaults=account)
+    assert opts.zone == "us-east-1c" and opts.zone_pinned
+    assert resolve({"zone": "us-east-1b"}, account_defaults=account).zone == "us-east-1b"
+    unpinned = resolve({"region": "us-west-1"}, account_defaults=account)
+    assert unpinned.zone is None and not unpinned.zone_pinned
+    assert resolve(None).zone_pinned is False
+
+
+def test_options_survive_the_database_round_trip():
+    opts = resolve({"region": "us-west-2", "spot": True}, worker_gpu=1, idle_timeout="3s")
+    again = options.ClusterOptions.from_dict({**opts.to_dict(), "_activity": {"clients": 1}})
+    assert again == opts

@@ -148,7 +148,9 @@ def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
                 "InstanceInterruptionBehavior": "terminate",
             },
         }
-    inst = ec2.run_instances(**kwargs)["Instances"][0]
+    # One attempt: a capacity error goes straight back to the reconciler, which moves to
+    # another zone; anything transient is retried by its next pass (same ClientToken).
+    inst = ctx.client("ec2", retry=False).run_instances(**kwargs)["Instances"][0]
     return _info(inst)
 
 

@@ -19,6 +19,9 @@ from .errors import aws_errors, note_call
 
 # Standard retry mode backs off on throttling and transient 5xx for us.
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, user_agent_extra="overcast")
+# For calls whose errors the caller handles itself: a RunInstances capacity error (HTTP 500)
+# should fail over to another zone at once, not be retried in the same zone for ~20 s.
+_NO_RETRY = _CONFIG.merge(Config(retries={"mode": "standard", "max_attempts": 1}))
 ROLE_SESSION_NAME = "overcast"
 
 
@@ -28,14 +31,17 @@ class AwsContext:
     region: str
     _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def client(self, service: str) -> Any:
-        """A cached client for `service` in this context's region."""
-        if service not in self._clients:
-            client = self.session.client(service, region_name=self.region, config=_CONFIG)
+    def client(self, service: str, retry: bool = True) -> Any:
+        """A cached client for `service` in this context's region (`retry=False`: one
+        attempt per call, no botocore retries)."""
+        key = service if retry else f"{service}:no-retry"
+        if key not in self._clients:
+            client = self.session.client(service, region_name=self.region,
+                                         config=_CONFIG if retry else _NO_RETRY)
             # before-parameter-build fires even when a before-call hook short-circuits the call.
             client.meta.events.register("before-parameter-build", _remember_call)
-            self._clients[service] = client
-        return self._clients[service]
+            self._clients[key] = client
+        return self._clients[key]
 
     def account_id(self) -> str:
         """The AWS account these credentials act in (sts:GetCallerIdentity needs no policy)."""

@@ -136,8 +136,10 @@ def scale_cluster(name: str, body: ScaleRequest, request: Request,
         raise HTTPException(409, f"Cluster {name!r} is {cluster.state}; start a new one.")
     n = check_n_workers(body.n_workers)
     live = ("requested", "launched", "booting", "ready")
+    # "failed" too: a retired worker's instance may have gone (and been taken for a failure)
+    # a moment before this request; it was removed on purpose, so it is no failure.
     removed = [i for i in cluster.instances if i.role == "worker" and i.aws_id in body.remove
-               and i.state in live]
+               and i.state in (*live, "failed")]
     for row in removed:
         row.state, row.reason = "stopping", "scaled down"
     if removed:
