@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3.11
 
-.PHONY: demo test unit e2e lint bench clean
+.PHONY: demo test unit e2e lint bench clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -20,13 +20,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check overcast tests bench
 
+# Real-browser tests drive Debian's chromium with Playwright (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-e2e: $(STAMP)
+e2e: $(STAMP) browser
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -128,7 +128,6 @@ def aws(account, region, access_key_id, secret_access_key, zone, registry_type,
         return
     api = _api()
     slug = api.account(account)
-    from overcast.client.backend import backend_path
 
     if teardown:
         _finish(follow_teardown(api, slug), "Teardown", hosted_ok=True)

@@ -190,8 +190,13 @@ def test_local_cloud_shutdown_leaves_no_process(tmp_path, monkeypatch):
         launcher = cloud.runner.launcher
         assert isinstance(launcher, ForkServerLauncher) and launcher.wait_ready(90)
         cloud.runner._host_gpus = 1  # pretend the host has one GPU
-        gpu = lc_tests.launch(cloud, {"overcast": 1}, InstanceType="g4dn.xlarge")
-        cpu = lc_tests.launch(cloud, {"overcast": 1})
+        cpu = lc_tests.launch(cloud, {"overcast": 1})  # also creates the instance profile
+        ec2 = lc_tests.client(cloud, "ec2")
+        image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["overcast-agent-*"]}])
+        gpu = ec2.run_instances(ImageId=image["Images"][0]["ImageId"], MinCount=1, MaxCount=1,
+                                InstanceType="g4dn.xlarge", UserData='{"overcast": 1}',
+                                IamInstanceProfile={"Name": "acme"},
+                                TagSpecifications=lc_tests.TAGS)["Instances"][0]["InstanceId"]
         reports = {}
         for iid in (gpu, cpu):
             path = out / f"{iid}.json"

@@ -30,8 +30,16 @@ from overcast.server.app import create_app
 from overcast.server.auth import admin_of, issue_token
 from overcast.server.bootstrap import add_member, create_team, create_user
 from overcast.store.db import Database
-from overcast.store.models import (Account, ApiToken, Backend, Cluster, Instance, Membership,
-                                   Notification, User)
+from overcast.store.models import (
+    Account,
+    ApiToken,
+    Backend,
+    Cluster,
+    Instance,
+    Membership,
+    Notification,
+    User,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

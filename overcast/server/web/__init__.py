@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from overcast.server.web import account_pages, auth_pages, cluster_pages
-from overcast.server.web.session import LoginRequired, login_url, render
+from overcast.server.web.session import LoginRequired, login_url, optional_visitor, render
 
 STATIC = Path(__file__).with_name("static")
 
@@ -33,5 +33,7 @@ def install(app: FastAPI) -> None:
         if request.url.path.startswith("/api/") or request.url.path.startswith("/static/") \
                 or request.url.path.endswith((".json", "/events", "-events")):
             return await http_exception_handler(request, exc)
+        with request.app.state.db.session() as session:  # keep the nav for signed-in users
+            who = optional_visitor(request, session)
         return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
-                      status=exc.status_code)
+                      status=exc.status_code, who=who)

@@ -17,7 +17,7 @@ from overcast.server.api.clusters import find_cluster
 from overcast.server.auth import db_session
 from overcast.server.services import backend as service
 from overcast.server.views import backend_view, cluster_view, notification_view
-from overcast.server.web.session import Page, checked_form, page_member, render
+from overcast.server.web.session import Page, checked_form, page_member, render, stream_account
 from overcast.store.models import Account, Cluster, Notification
 from overcast.store.notify import notify
 
@@ -87,23 +87,24 @@ def cluster_logs(name: str, request: Request, page: Page = Depends(page_member),
     return JSONResponse({"streams": streams}, headers={"Cache-Control": "no-store"})
 
 
+# The streams check access with stream_account (no request-long DB session; see there).
 @router.get("/a/{slug}/clusters/{name}/events")
-def cluster_events(name: str, request: Request, page: Page = Depends(page_member),
-                   session: Session = Depends(db_session)) -> Response:
-    account_id = page.access.account.id
-    find_cluster(session, account_id, name)  # 404 now rather than inside the stream
+def cluster_events(slug: str, name: str, request: Request) -> Response:
+    account_id = stream_account(request, slug)
+    with request.app.state.db.session() as session:
+        find_cluster(session, account_id, name)  # 404 now rather than inside the stream
     return event_stream(request, lambda s: cluster_snapshot(s, account_id, name))
 
 
 @router.get("/a/{slug}/clusters-events")
-def clusters_events(request: Request, page: Page = Depends(page_member)) -> Response:
-    account_id = page.access.account.id
+def clusters_events(slug: str, request: Request) -> Response:
+    account_id = stream_account(request, slug)
     return event_stream(request, lambda s: {"clusters": clusters_snapshot(s, account_id)})
 
 
 @router.get("/a/{slug}/backend/events")
-def backend_events(request: Request, page: Page = Depends(page_member)) -> Response:
-    account_id = page.access.account.id
+def backend_events(slug: str, request: Request) -> Response:
+    account_id = stream_account(request, slug)
     return event_stream(request, lambda s: backend_snapshot(s, account_id),
                         done=lambda data: data["state"] in FINAL_BACKEND)
 

@@ -106,6 +106,16 @@ def optional_visitor(request: Request, session: Session = Depends(db_session)) -
     return Visitor(user=row.user, session_key=key, memberships=memberships)
 
 
+def stream_account(request: Request, slug: str) -> int:
+    """The account id for an event stream, checked like page_member but with a session of
+    its own that is closed before streaming: a stream must not hold a pooled connection."""
+    with request.app.state.db.session() as session:
+        who = optional_visitor(request, session)
+        if who is None:
+            raise LoginRequired(request.url.path)
+        return account_access(slug, who.user, session).account.id
+
+
 def visitor(request: Request, found: Visitor | None = Depends(optional_visitor)) -> Visitor:
     if found is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
