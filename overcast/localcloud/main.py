@@ -18,7 +18,7 @@ from overcast.localcloud import motofixes, motoserver
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.imds import MetadataService
-from overcast.localcloud.runner import DEFAULT_COMMAND, Runner
+from overcast.localcloud.runner import DEFAULT_COMMAND, Runner, WakeOnPost
 
 log = logging.getLogger("overcast.localcloud")
 
@@ -48,7 +48,8 @@ class LocalCloud:
         self.faults = Faults()
         handlers = {"spot-interruptions": self._spot_handler, "accounts": self._account_handler}
         self._moto = motoserver.MotoServer(
-            port=port, middleware=lambda app: ControlMiddleware(app, self.faults, handlers))
+            port=port, middleware=lambda app: ControlMiddleware(
+                WakeOnPost(app, self._wake_runner), self.faults, handlers))
         # moto's state is per process: a new local cloud starts empty, even in a test process
         # that ran one before.
         from moto.core.base_backend import BackendDict
@@ -94,6 +95,11 @@ class LocalCloud:
             tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
                                        "pid": os.getpid(), "enforce_iam": enforce_iam}))
             tmp.replace(path)
+
+    def _wake_runner(self) -> None:
+        runner = getattr(self, "runner", None)  # None while the local cloud is starting
+        if runner is not None:
+            runner.wake()
 
     def _warm(self) -> None:
         from moto.ec2.models import ec2_backends

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -145,6 +145,7 @@ class Runner:
         self._creds: dict[str, tuple[str, dict[str, Any], float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
         self._host_gpus: int | None = None
         imds.credentials = self.credentials
@@ -156,6 +157,7 @@ class Runner:
     def stop(self) -> None:
         """Stop polling and every instance process (local cloud shutdown)."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         # Include instances whose shutdown was still in its grace period.
@@ -175,7 +177,12 @@ class Runner:
                 self.poll()
             except Exception:  # one bad pass must not kill the runner; the next one retries
                 log.exception("runner pass failed")
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Poll now (a RunInstances or TerminateInstances may have just happened)."""
+        self._wake.set()
 
     # -- one pass ------------------------------------------------------------------------------
     def instances(self) -> Iterator[tuple[str, str, Any, Any]]:
@@ -199,11 +206,15 @@ class Runner:
         for iid, stopping in list(self._stopping.items()):
             if stopping.proc.poll() is not None:
                 del self._stopping[iid]
+                self.imds.unregister(iid)
+                self._creds.pop(iid, None)
         for iid, booted in list(self.booted.items()):
             state = seen.get(iid)
             if state != "running":  # terminated, stopped, stopping or gone (moto reset)
                 log.info("instance %s is %s: stopping its process", iid, state or "gone")
-                self._forget(iid)
+                # The IMDS (credentials) stays up while the process shuts down, as on a VM:
+                # the agent's last log flush to CloudWatch needs them.
+                self.booted.pop(iid, None)
                 self._stopping[iid] = booted
                 threading.Thread(target=self._kill, args=(booted,), daemon=True).start()
             elif booted.proc.poll() is not None:
@@ -364,6 +375,20 @@ class Runner:
         if found is None or not found.iam_instance_profile.roles:
             return None
         return found.iam_instance_profile.roles[0]
+
+
+class WakeOnPost:
+    """WSGI middleware: wake the runner after every POST (EC2's API is all POSTs), so a new
+    instance boots without waiting up to a poll interval."""
+
+    def __init__(self, app: Any, wake: Callable[[], None]) -> None:
+        self.app, self.wake = app, wake
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        result = self.app(environ, start_response)  # moto's state is updated when it returns
+        if environ.get("REQUEST_METHOD") == "POST":
+            self.wake()
+        return result
 
 
 def instance_log(instance_id: str) -> Path:

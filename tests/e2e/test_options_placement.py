@@ -182,8 +182,15 @@ def test_zone_firewall_gpu_then_notifications_and_logs(overcast_config, stack, a
 
     # Logs of the stopped cluster: Python and CLI.
     ids = {i["aws_id"] for i in info["instances"]}
-    logs = wait_until(lambda: (lg := overcast.get_logs("zone-b")) and set(lg) == ids
-                      and all(lg.values()) and lg, 20, "logs of every instance")
+    last: dict = {}
+
+    def all_logs():
+        last.update(overcast.get_logs("zone-b"))
+        return set(last) == ids and all(last.values()) and dict(last)
+    try:
+        logs = wait_until(all_logs, 20, "logs of every instance")
+    except AssertionError:
+        raise AssertionError({k: v[-300:] for k, v in last.items()}, ids) from None
     scheduler_id = next(i["aws_id"] for i in info["instances"] if i["role"] == "scheduler")
     assert "distributed.scheduler" in logs[scheduler_id]
     from overcast.cli.main import cli
