@@ -1,15 +1,18 @@
 """Time from `Cluster(n_workers=4)` to 4 workers connected: overcast on the local cloud vs
 `distributed.LocalCluster(n_workers=4)`, interleaved in the same run.
 
-    .venv/bin/python bench/start_latency.py [--rounds 5] [--workers 4]
+    .venv/bin/python bench/start_latency.py [--rounds 5] [--workers 4] [--no-forkserver]
 
 Starts its own local cloud and control plane (free ports, a temporary OVERCAST_HOME) and stops
-them at the end. Prints a markdown table for BENCHMARKS.md.
+them at the end. Prints a markdown table for BENCHMARKS.md, then where overcast's time went
+(medians over the rounds, from the control plane's notifications). `--no-forkserver` boots every
+instance as a fresh interpreter (the local runner's fallback), to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
 import sys
@@ -20,11 +23,16 @@ from pathlib import Path
 import dask
 from distributed import Client, LocalCluster
 
+# LocalCluster's worker processes are spawned and import this file again (as __mp_main__): the
+# control plane's and the test stack's modules are imported in main() only, so LocalCluster pays
+# for no more than a user script would.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import overcast
-from overcast.server.bootstrap import ensure_first_user
-from overcast.store.db import Database
-from tests.e2e.stack import Stack
+
+# Phases of an overcast start, each ending at the first (or last) notification of a type.
+PHASES = (("cluster-requested", "first", "API call (client -> control plane)"),
+          ("scheduler-launched", "first", "network + security group + RunInstances"),
+          ("scheduler-ready", "first", "scheduler VM boot (fork, IMDS, TLS, dask)"),
+          ("worker-ready", "last", "workers connect (after the scheduler is ready)"))
 
 
 def time_local(n: int) -> float:
@@ -36,44 +44,93 @@ def time_local(n: int) -> float:
     return elapsed
 
 
-def time_overcast(n: int, i: int) -> float:
-    start = time.perf_counter()
-    with overcast.Cluster(name=f"bench-{i}", n_workers=n, progress="none") as cluster, \
+def time_overcast(n: int, name: str) -> tuple[float, float]:
+    """(seconds to n workers, wall-clock time of the call)."""
+    import overcast
+
+    wall, start = time.time(), time.perf_counter()
+    with overcast.Cluster(name=name, n_workers=n, progress="none") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(n)
         elapsed = time.perf_counter() - start
-    return elapsed
+    return elapsed, wall
+
+
+def phases(url: str, token: str, slug: str, name: str, wall: float,
+           elapsed: float) -> list[float]:
+    """Seconds spent in each of PHASES, and the rest (the client noticing and connecting)."""
+    import httpx
+
+    notes = httpx.get(f"{url}/api/v1/accounts/{slug}/notifications",
+                      params={"cluster": name, "limit": 200},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    at: dict[str, list[float]] = {}
+    for note in notes:
+        when = dt.datetime.fromisoformat(note["time"].replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        at.setdefault(note["event_type"], []).append(when.timestamp() - wall)
+    marks = [min(at[e]) if which == "first" else max(at[e]) for e, which, _ in PHASES]
+    ends = [*marks, elapsed]
+    return [b - a for a, b in zip([0.0, *marks], ends, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--no-forkserver", action="store_true",
+                        help="boot instances as fresh interpreters (no warm fork server)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="pause between starts, so one's teardown does not slow the next")
     args = parser.parse_args()
+    from overcast.server.bootstrap import ensure_first_user
+    from overcast.store.db import Database
+    from tests.e2e.stack import Stack
+
     home = Path(tempfile.mkdtemp(prefix="overcast-bench-"))
     os.environ["OVERCAST_HOME"] = str(home)
     stack = Stack(home)
+    if args.no_forkserver:
+        stack.cloud_env["OVERCAST_LOCALCLOUD_FORKSERVER"] = "0"
+    load_before = os.getloadavg()
+    local: list[float] = []
+    ours: list[float] = []
+    split: list[list[float]] = []
     try:
         stack.start_cloud()
         stack.start_server()
         slug, token = ensure_first_user("bench", Database(f"sqlite:///{home / 'overcast.db'}"))
         os.environ["AWS_ENDPOINT_URL"] = stack.endpoint
-        local, ours = [], []
         with dask.config.set({"overcast.server": stack.url, "overcast.token": token,
                               "overcast.account": slug}):
-            time_overcast(args.workers, -1)  # warm-up: the account's network and role
+            time_overcast(args.workers, "bench-warmup")  # the account's network and role
             time_local(args.workers)
             for i in range(args.rounds):
+                time.sleep(args.settle)
                 local.append(time_local(args.workers))
-                ours.append(time_overcast(args.workers, i))
+                time.sleep(args.settle)
+                elapsed, wall = time_overcast(args.workers, f"bench-{i}")
+                ours.append(elapsed)
+                split.append(phases(stack.url, token, slug, f"bench-{i}", wall, elapsed))
                 print(f"round {i}: LocalCluster {local[-1]:.2f} s, overcast {ours[-1]:.2f} s",
                       file=sys.stderr)
     finally:
         stack.stop()
+    load_after = os.getloadavg()
     lm, om = statistics.median(local), statistics.median(ours)
-    print("| workers | rounds | LocalCluster median | overcast median | ratio |")
+    launcher = "fresh interpreters" if args.no_forkserver else "fork server"
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, instances: {launcher}, "
+          f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
+    print("| workers | rounds | LocalCluster median (min-max) | overcast median (min-max) | "
+          "ratio |")
     print("|---|---|---|---|---|")
-    print(f"| {args.workers} | {args.rounds} | {lm:.2f} s | {om:.2f} s | {om / lm:.2f}x |")
+    print(f"| {args.workers} | {args.rounds} | {lm:.2f} s ({min(local):.2f}-{max(local):.2f}) | "
+          f"{om:.2f} s ({min(ours):.2f}-{max(ours):.2f}) | {om / lm:.2f}x |")
+    print("\n| overcast phase (median) | seconds |\n|---|---|")
+    labels = [label for _, _, label in PHASES] + ["client notices and connects"]
+    for k, label in enumerate(labels):
+        print(f"| {label} | {statistics.median(s[k] for s in split):.2f} |")
 
 
 if __name__ == "__main__":

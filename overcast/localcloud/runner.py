@@ -143,6 +143,9 @@ class Runner:
         self.exit_codes: dict[str, int] = {}
         self._where: dict[str, tuple[str, str]] = {}  # instance id -> (account, region)
         self._creds: dict[str, tuple[str, dict[str, Any], float]] = {}
+        # moto drops an instance's profile association when it is terminated, but the agent
+        # still needs credentials for its last log flush: remember the role from boot.
+        self._roles: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -208,6 +211,7 @@ class Runner:
                 del self._stopping[iid]
                 self.imds.unregister(iid)
                 self._creds.pop(iid, None)
+                self._roles.pop(iid, None)
         for iid, booted in list(self.booted.items()):
             state = seen.get(iid)
             if state != "running":  # terminated, stopped, stopping or gone (moto reset)
@@ -230,6 +234,7 @@ class Runner:
         self.booted.pop(iid, None)
         self.imds.unregister(iid)
         self._creds.pop(iid, None)
+        self._roles.pop(iid, None)
 
     def _boot(self, account: str, region: str, backend: Any, inst: Any) -> None:
         address = self.addresses.get(inst.id) or self._next_address()
@@ -239,6 +244,7 @@ class Runner:
                                             local_ipv4=address,
                                             availability_zone=inst.placement.zone,
                                             instance_type=inst.instance_type))
+        self._roles[inst.id] = self._role(inst.id)
         env = self._base_env()
         env.update({
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint_for(inst.id),
@@ -341,7 +347,7 @@ class Runner:
         cached = self._creds.get(instance_id)
         if cached and cached[2] - time.time() > 20 * 60:  # botocore refreshes at 15 min left
             return cached[0], cached[1]
-        role = self._role(instance_id)
+        role = self._roles.get(instance_id) or self._role(instance_id)
         if role is None:
             return None
         from moto.sts.models import sts_backends

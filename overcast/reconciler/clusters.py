@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from overcast.backends.aws import firewall, instances
@@ -147,7 +148,12 @@ class ClusterMachine:
                        f"{row.role.capitalize()} {row.aws_id} is gone: {row.reason}",
                        level="warning", cluster=cluster)
             elif info.state == "running" and row.state == "launched":
-                row.state = "booting"
+                # Conditional: the agent may have reported "ready" since this pass read the
+                # row, and a plain assignment would put it back to "booting" for good.
+                session.execute(update(Instance).where(
+                    Instance.id == row.id, Instance.state == "launched").values(
+                    state="booting").execution_options(synchronize_session=False))
+                session.expire(row, ["state"])
         session.commit()
 
     def _check_health(self, session: Session, cluster: Cluster, target: Target) -> bool:

@@ -65,8 +65,10 @@ def spawn(fs: ForkServer, tmp_path: Path, code: str, env: dict[str, str] | None 
 
 
 def test_child_is_a_fresh_interpreter_lookalike(server, tmp_path):
-    code = ("import json, os, sys, threading, distributed\n"
-            "print(json.dumps({'argv': sys.argv, 'env': dict(os.environ),"
+    code = ("import json, os, sys, threading, distributed, numpy\n"
+            "blas = float((numpy.ones((300, 300)) @ numpy.ones((300, 300))).sum())\n"
+            "print(json.dumps({'argv': sys.argv, 'env': dict(os.environ), 'blas': blas,"
+            " 'main': sys.modules['__main__'].__dict__.get('blas'),"
             " 'pgid': os.getpgid(0), 'pid': os.getpid(), 'stdin': sys.stdin.read(),"
             " 'threads': threading.active_count()}))\n"
             "print('to stderr', file=sys.stderr)\n"
@@ -80,6 +82,7 @@ def test_child_is_a_fresh_interpreter_lookalike(server, tmp_path):
     assert seen["env"] == env  # replaced: nothing of the zygote's own environment
     assert seen["pgid"] == seen["pid"] == proc.pid  # own process group, for killpg
     assert seen["stdin"] == "" and seen["threads"] == 1
+    assert seen["blas"] == seen["main"] == 300.0**3  # OpenBLAS works after fork; own __main__
     assert lines[1] == "to stderr"
 
 

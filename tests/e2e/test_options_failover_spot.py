@@ -42,8 +42,9 @@ def test_capacity_error_fails_over_unless_the_zone_is_pinned(no_capacity_in_zone
                          backend_options={"zone": "us-east-1a"})
     assert "Zone us-east-1a was pinned" in str(err.value)
     assert "no capacity" in str(err.value)
-    info = cluster_info(stack, "pinned-a")
-    assert info["state"] == "error" and "pinned" in info["reason"]
+    info = wait_until(lambda: (c := cluster_info(stack, "pinned-a"))["state"] == "error" and c,
+                      30, "the pinned cluster to end in error")
+    assert "pinned" in info["reason"]
     assert instances(aws("ec2"), info["id"]) == []
 
 

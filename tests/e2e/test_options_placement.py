@@ -205,6 +205,7 @@ def test_unknown_instance_type_fails_the_cluster_before_launching(overcast_confi
         overcast.Cluster(name="bad-type", n_workers=1, progress=False,
                          worker_vm_types=["m6i.huge"])
     assert "Unknown instance type(s) in us-east-1: m6i.huge" in str(err.value)
-    info = cluster_info(stack, "bad-type")
-    assert info["state"] == "error" and info["instances"] == []
+    info = wait_until(lambda: (c := cluster_info(stack, "bad-type"))["state"] == "error" and c,
+                      30, "the cluster to end in error")
+    assert info["instances"] == []
     assert instances(aws("ec2"), info["id"]) == []
