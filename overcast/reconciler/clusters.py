@@ -44,8 +44,9 @@ class ClusterMachine:
         self.zones = Zones(infra)
 
     def step(self, session: Session, cluster: Cluster) -> None:
-        target = self.contexts.for_account(session, cluster.account, cluster.region)
         try:
+            # Inside the try: in role mode this assumes the customer's role, which can fail.
+            target = self.contexts.for_account(session, cluster.account, cluster.region)
             if cluster.state == "pending":
                 self._prepare(session, cluster, target)
             elif cluster.state in ("starting", "running"):
