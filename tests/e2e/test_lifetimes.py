@@ -67,8 +67,12 @@ def test_adapt_scales_up_under_load_and_back_down(overcast_config, stack):
         survivor = next(iter(client.scheduler_info()["workers"].values()))["name"]
         live = [i for i in info["instances"] if i["role"] == "worker" and i["state"] == "ready"]
         assert [i["aws_id"] for i in live] == [survivor]
-        retired = [i for i in info["instances"] if i["role"] == "worker"
-                   and i["aws_id"] != survivor]
-        assert retired and all(i["state"] == "terminated" for i in retired), \
+        def retired_workers() -> list[dict]:
+            return [i for i in cluster_info(stack, "adaptive")["instances"]
+                    if i["role"] == "worker" and i["aws_id"] != survivor]
+
+        # A retired worker passes through "stopping" on its way to "terminated".
+        retired = wait_until(lambda: (r := retired_workers()) and all(
+            i["state"] in ("terminated", "failed") for i in r) and r, 30, "retired workers gone")
+        assert all(i["state"] == "terminated" for i in retired), \
             [(i["aws_id"], i["state"], i["reason"]) for i in retired]
-        assert not [i for i in info["instances"] if i["state"] == "failed"]
