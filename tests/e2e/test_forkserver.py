@@ -213,3 +213,28 @@ def test_local_cloud_shutdown_leaves_no_process(tmp_path, monkeypatch):
         cloud.stop()
     assert zygote.poll() is not None
     assert all(p.poll() == -signal.SIGTERM and gone(p.pid) for p in procs)
+
+
+def test_killed_runner_takes_zygote_and_children_along(tmp_path):
+    """kill -9 of the local cloud's process: the zygote gets SIGTERM (PR_SET_PDEATHSIG) and
+    stops its children, so no VM process outlives the local cloud."""
+    script = ("import sys, time\n"
+              "from overcast.localcloud.forkserver import ForkServer\n"
+              "fs = ForkServer()\n"
+              "assert fs.ready(90)\n"
+              "p = fs.spawn([sys.executable, '-c', 'import time; time.sleep(600)'], {},"
+              " open(sys.argv[1], 'ab'))\n"
+              "print(fs.proc.pid, p.pid, flush=True)\n"
+              "time.sleep(600)\n")
+    runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c.log")],
+                              stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        zygote, child = map(int, runner.stdout.readline().split())
+        runner.kill()
+        runner.wait(10)
+        wait(lambda: gone(child) and gone(zygote), 15, "zygote and child gone")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(10)
+        runner.stdout.close()

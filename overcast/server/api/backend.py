@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from overcast.backends.aws import access_role, policies
 from overcast.backends.aws.errors import AwsError
+from overcast.server.api.clusters import wake
 from overcast.server.auth import AccountAccess, admin_of, db_session, member_of
 from overcast.server.services import backend as service
 from overcast.server.views import backend_view
@@ -31,12 +32,6 @@ def backend_document(session: Session, account: Account) -> dict[str, Any]:
     return view
 
 
-def _wake(request: Request) -> None:
-    reconciler = getattr(request.app.state, "reconciler", None)
-    if reconciler is not None:
-        reconciler.wake()
-
-
 @router.get("/policies/{name}")
 def get_policy(name: str) -> dict:
     """The setup or ongoing IAM policy document, as JSON."""
@@ -51,47 +46,38 @@ def get_backend(access: AccountAccess = Depends(member_of),
     return backend_document(session, access.account)
 
 
+def _change(request: Request, session: Session, account: Account, action, *args) -> dict:
+    """Run one service action; a refused one stores nothing and answers its 4xx message."""
+    try:
+        action(session, account, *args)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
+    session.commit()
+    wake(request)
+    return backend_document(session, account)
+
+
 @router.put(BACKEND)
 def put_backend(request: Request, params: dict[str, Any] = Body(...),
                 access: AccountAccess = Depends(admin_of),
                 session: Session = Depends(db_session)) -> dict:
     """Configure the backend (checks the credentials first; nothing is stored if one fails)."""
-    try:
-        service.configure_backend(session, access.account, params)
-    except service.BackendConfigError as exc:
-        session.rollback()
-        raise HTTPException(exc.status, exc.message) from None
-    session.commit()
-    _wake(request)
-    return backend_document(session, access.account)
+    return _change(request, session, access.account, service.configure_backend, params)
 
 
 @router.delete(BACKEND)
 def reset_backend(request: Request, access: AccountAccess = Depends(admin_of),
                   session: Session = Depends(db_session)) -> dict:
     """Back to the hosted default (resources in the customer's account are left alone)."""
-    try:
-        service.reset_backend(session, access.account)
-    except service.BackendConfigError as exc:
-        session.rollback()
-        raise HTTPException(exc.status, exc.message) from None
-    session.commit()
-    _wake(request)
-    return backend_document(session, access.account)
+    return _change(request, session, access.account, service.reset_backend)
 
 
 @router.post(BACKEND + "/teardown", status_code=202)
 def teardown_backend(request: Request, access: AccountAccess = Depends(admin_of),
                      session: Session = Depends(db_session)) -> dict:
     """Delete everything overcast made in the customer's account, then reset to hosted."""
-    try:
-        service.request_teardown(session, access.account)
-    except service.BackendConfigError as exc:
-        session.rollback()
-        raise HTTPException(exc.status, exc.message) from None
-    session.commit()
-    _wake(request)
-    return backend_document(session, access.account)
+    return _change(request, session, access.account, service.request_teardown)
 
 
 @router.get(BACKEND + "/role-setup")
