@@ -150,6 +150,7 @@ class _Zygote:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+                os.rmdir(os.path.dirname(self.path))  # ForkServer's private dir, if it died
 
     def _accept(self) -> None:
         try:
@@ -265,8 +266,7 @@ def _run(argv: list[str], zygote_dask_env: dict[str, str]) -> int:
             import dask.config  # read at import in the zygote: read again with this env
 
             dask.config.refresh()
-        if "numpy" in sys.modules:  # unlike `random`, numpy does not reseed after fork
-            sys.modules["numpy"].random.seed()
+        _after_fork()
         if argv[1] == "-m":
             sys.argv = [argv[2], *argv[3:]]
             runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
@@ -288,6 +288,17 @@ def _run(argv: list[str], zygote_dask_env: dict[str, str]) -> int:
         with contextlib.suppress(OSError):
             stream.flush()
     return code
+
+
+def _after_fork() -> None:
+    """Module state from the zygote that would be wrong in a child (`random` reseeds itself)."""
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    bokeh_server = sys.modules.get("bokeh.server.tornado")
+    if bokeh_server is not None and getattr(bokeh_server, "PID", None) != os.getpid():
+        bokeh_server.PID = os.getpid()  # its stats logs would show the zygote's pid/memory
+        if getattr(bokeh_server, "PROC", None) is not None:
+            bokeh_server.PROC = type(bokeh_server.PROC)(os.getpid())
 
 
 def _set_name(argv: list[str]) -> None:

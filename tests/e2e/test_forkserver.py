@@ -97,6 +97,13 @@ def test_exit_codes(server, tmp_path, code, expected, printed):
     assert printed in log.read_text()
 
 
+def test_dask_config_follows_the_child_env(server, tmp_path):
+    code = ("import dask, distributed\n"
+            "print(dask.config.get('distributed.comm.timeouts.connect'))")
+    proc, log = spawn(server, tmp_path, code, {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "7s"})
+    assert proc.wait(20) == 0 and log.read_text().strip() == "7s"
+
+
 def test_real_agent_without_imds_exits_2(server, tmp_path):
     """`-m overcast.agent` runs the agent's __main__ in the child (preloaded modules)."""
     class NotFound(http.server.BaseHTTPRequestHandler):
@@ -224,15 +231,17 @@ def test_killed_runner_takes_zygote_and_children_along(tmp_path):
               "assert fs.ready(90)\n"
               "p = fs.spawn([sys.executable, '-c', 'import time; time.sleep(600)'], {},"
               " open(sys.argv[1], 'ab'))\n"
-              "print(fs.proc.pid, p.pid, flush=True)\n"
+              "print(fs.proc.pid, p.pid, fs.path, flush=True)\n"
               "time.sleep(600)\n")
     runner = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c.log")],
                               stdout=subprocess.PIPE, start_new_session=True)
     try:
-        zygote, child = map(int, runner.stdout.readline().split())
+        zygote, child, socket_path = runner.stdout.readline().decode().split()
+        zygote, child = int(zygote), int(child)
         runner.kill()
         runner.wait(10)
         wait(lambda: gone(child) and gone(zygote), 15, "zygote and child gone")
+        assert not os.path.exists(os.path.dirname(socket_path))
     finally:
         if runner.poll() is None:
             runner.kill()
