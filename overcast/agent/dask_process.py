@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,13 +131,15 @@ async def attach_dashboard(scheduler: Scheduler) -> None:
 async def wait_for_scheduler(control: ControlPlane, *, max_delay: float = 1.0) -> str:
     """Poll the control plane until the scheduler has reported ready. Short first delays: the
     scheduler usually boots alongside the workers and is ready within a second or two."""
-    delay = 0.1
+    started = time.monotonic()
+    delay = 0.05
     while True:
         address = await control.scheduler_address()
         if address:
             return address
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, max_delay)
+        if time.monotonic() - started > 10:  # a slow scheduler: stop hammering the API
+            delay = min(delay * 1.5, max_delay)
 
 
 async def start_worker(

@@ -88,6 +88,11 @@ def serve(path: str) -> None:
 def _warm() -> None:
     """Fill per-process caches the children would otherwise fill each (measured)."""
     with contextlib.suppress(Exception):
+        # The agent's HTTP client context (the CA bundle: ~40 ms per process).
+        from overcast.agent.control import _ssl_context
+
+        _ssl_context()
+    with contextlib.suppress(Exception):
         # A worker reports package versions on registering (~80 ms of importlib.metadata);
         # distributed caches them per process.
         from distributed.versions import get_versions

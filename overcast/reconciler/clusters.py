@@ -49,7 +49,8 @@ class ClusterMachine:
             target = self.contexts.for_account(session, cluster.account, cluster.region)
             if cluster.state == "pending":
                 self._prepare(session, cluster, target)
-            elif cluster.state in ("starting", "running"):
+            # No `elif`: a cluster that just became "starting" launches in this same pass.
+            if cluster.state in ("starting", "running"):
                 self._converge(session, cluster, target)
             elif cluster.state == "stopping":
                 self._teardown(session, cluster, target)
