@@ -40,7 +40,7 @@ class Timeouts:
 
     def check_lifetime(self, session, cluster: Cluster, opts: ClusterOptions, stop) -> None:
         """Stop a running cluster that sat idle, or had no client, for too long."""
-        activity = cluster.options.get("_activity", {})
+        activity = cluster.activity or {}
         idle = activity.get("idle_seconds")
         if idle is not None and idle >= opts.idle_timeout:
             stop(session, cluster, "idle-timeout",

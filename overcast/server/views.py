@@ -30,6 +30,7 @@ def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
         "scheduler_address": row.scheduler_address, "dashboard_link": row.dashboard_link,
         "options": row.options, "created_at": iso(row.created_at),
         "started_at": iso(row.started_at), "stopped_at": iso(row.stopped_at),
+        "last_activity_at": iso(row.last_activity_at),  # when the scheduler last had tasks
     }
     if with_instances:
         view["instances"] = [instance_view(i) for i in row.instances]

@@ -123,6 +123,7 @@ class Cluster(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_activity_at: Mapped[datetime | None] = mapped_column(DateTime)
+    activity: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the scheduler's heartbeat
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     account: Mapped[Account] = relationship()
     instances: Mapped[list[Instance]] = relationship(back_populates="cluster",

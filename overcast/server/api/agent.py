@@ -98,7 +98,7 @@ def heartbeat(aws_id: str, body: Heartbeat, cluster: Cluster = Depends(agent_clu
         # Activity as the scheduler sees it drives the idle and no-client timeouts.
         if body.tasks:
             cluster.last_activity_at = now
-        stats = dict(cluster.options.get("_activity", {}))
+        stats = dict(cluster.activity or {})
         stats.update(body.model_dump(exclude_none=True))
         if body.clients == 0:
             since = stats.setdefault("no_client_since", now.timestamp())
@@ -106,7 +106,7 @@ def heartbeat(aws_id: str, body: Heartbeat, cluster: Cluster = Depends(agent_clu
         elif body.clients:
             stats.pop("no_client_since", None)
             stats["no_client_seconds"] = 0.0
-        cluster.options = {**cluster.options, "_activity": stats}
+        cluster.activity = stats
     return {"action": action_for(cluster, instance)}
 
 
