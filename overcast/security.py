@@ -150,26 +150,22 @@ def generate_cluster_tls(cluster_name: str) -> ClusterTLS:
         .sign(ca_key, hashes.SHA256())
     )
 
-    node_key = _key()
+    def leaf(
+        role: str, ekus: list[x509.ObjectIdentifier]
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A new key and its certificate, signed by this cluster's CA."""
+        key = _key()
+        subject = _name(f"overcast {cluster_name} {role}", cluster_name)
+        return key, _leaf(
+            subject=subject, key=key, ca_cert=ca_cert, ca_key=ca_key, ekus=ekus, now=now
+        )
+
     # Scheduler and workers both listen (serverAuth) and dial each other (clientAuth).
-    node_cert = _leaf(
-        subject=_name(f"overcast {cluster_name} node", cluster_name),
-        key=node_key,
-        ca_cert=ca_cert,
-        ca_key=ca_key,
-        ekus=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        now=now,
+    node_key, node_cert = leaf(
+        "node", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     )
-    client_key = _key()
     # The user's Client only dials, so its certificate cannot be used to impersonate a node.
-    client_cert = _leaf(
-        subject=_name(f"overcast {cluster_name} client", cluster_name),
-        key=client_key,
-        ca_cert=ca_cert,
-        ca_key=ca_key,
-        ekus=[ExtendedKeyUsageOID.CLIENT_AUTH],
-        now=now,
-    )
+    client_key, client_cert = leaf("client", [ExtendedKeyUsageOID.CLIENT_AUTH])
     return ClusterTLS(
         ca_cert=_cert_pem(ca_cert),
         ca_key=_key_pem(ca_key),

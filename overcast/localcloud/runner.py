@@ -4,6 +4,8 @@ It polls moto's in-process EC2 backends (all accounts, all regions; a dict walk,
 for instances tagged overcast:managed=true. A new running instance gets a loopback address,
 an IMDS entry and its agent process; a terminated/stopped one loses its process; a process
 that exits on its own terminates its instance, as a VM that shuts down would.
+
+Starting and stopping the processes is launcher.py's job; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,97 +14,31 @@ import datetime as dt
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from overcast import settings, tags
-from overcast.localcloud.forkserver import ForkServer, die_with_parent, supports
 from overcast.localcloud.imds import InstanceMetadata, MetadataService
+from overcast.localcloud.launcher import (
+    STOP_GRACE,
+    Booted,
+    ForkServerLauncher,
+    Launcher,
+    default_launcher,
+    stop_process,
+)
 
 log = logging.getLogger("overcast.localcloud.runner")
 
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "overcast.agent")
-STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL, like a VM shutdown
 STRIP_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
              "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE",
              "AWS_CONFIG_FILE", "MOTO_AMIS_PATH", "MOTO_ACCOUNT_ID")
-
-
-class Launcher:
-    """Starts an instance's agent as a fresh interpreter."""
-
-    def launch(self, command: Sequence[str], env: dict[str, str], log_file: IO[bytes]) -> Any:
-        """Start the process in its own process group; return a Popen-like object
-        (pid, poll(), returncode, wait())."""
-        return subprocess.Popen(list(command), env=env, stdout=log_file,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=die_with_parent)
-
-    def close(self) -> None:
-        """Local cloud shutdown, after every instance process is gone."""
-
-
-class ForkServerLauncher(Launcher):
-    """Forks instances from a warm zygote that has imported distributed & co. once (see
-    forkserver.py); a fresh interpreter when the zygote is not ready (yet) or fails."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self._said: set[str] = set()
-        self.server: ForkServer | None = None
-        try:
-            self.server = ForkServer(env)
-        except OSError as exc:
-            log.warning("cannot start the fork server (%s): instances start as fresh "
-                        "interpreters", exc)
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self.server is not None and self.server.ready(timeout)
-
-    def launch(self, command: Sequence[str], env: dict[str, str], log_file: IO[bytes]) -> Any:
-        if self.server is None:
-            why = "no fork server"
-        elif not supports(command):
-            why = f"the fork server cannot run {list(command)[:2]}"
-        elif not self.server.ready():
-            why = "the fork server is not ready (still importing, or it exited)"
-        else:
-            try:
-                return self.server.spawn(command, env, log_file)
-            except (OSError, ValueError) as exc:
-                why = f"the fork server failed: {exc}"
-        if why not in self._said:  # once per reason: the runner launches in bursts
-            self._said.add(why)
-            log.warning("%s: starting the instance as a fresh interpreter", why)
-        return super().launch(command, env, log_file)
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
-def default_launcher(env: dict[str, str]) -> Launcher:
-    """The fork server unless OVERCAST_LOCALCLOUD_FORKSERVER=0 (e.g. to measure without)."""
-    if os.environ.get("OVERCAST_LOCALCLOUD_FORKSERVER", "1") == "0":
-        return Launcher()
-    return ForkServerLauncher(env)
-
-
-@dataclass
-class Booted:
-    instance_id: str
-    account: str
-    region: str
-    address: str
-    proc: Any
-    log_file: IO[bytes]
-    started: float
 
 
 def _port_free(address: str, port: int) -> bool:
@@ -165,7 +101,7 @@ class Runner:
             self._thread.join(timeout=5)
         # Include instances whose shutdown was still in its grace period.
         every = {**self._stopping, **self.booted}
-        stoppers = [threading.Thread(target=self._kill, args=(b,)) for b in every.values()]
+        stoppers = [threading.Thread(target=stop_process, args=(b,)) for b in every.values()]
         for t in stoppers:
             t.start()
         for t in stoppers:
@@ -220,7 +156,7 @@ class Runner:
                 # the agent's last log flush to CloudWatch needs them.
                 self.booted.pop(iid, None)
                 self._stopping[iid] = booted
-                threading.Thread(target=self._kill, args=(booted,), daemon=True).start()
+                threading.Thread(target=stop_process, args=(booted,), daemon=True).start()
             elif booted.proc.poll() is not None:
                 code = booted.proc.returncode
                 self.exit_codes[iid] = code
@@ -300,26 +236,7 @@ class Runner:
             wanted = 0
         return min(wanted, self._host_gpus)  # 0 -> "" hides host GPUs from CPU instances
 
-    # -- stopping --------------------------------------------------------------------------
-    @staticmethod
-    def _kill(booted: Booted) -> None:
-        proc = booted.proc
-        try:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                deadline = time.monotonic() + STOP_GRACE
-                while proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
-            else:  # the agent is gone; reap what it left in its group
-                os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        finally:
-            booted.log_file.close()
-
+    # -- moto look-ups and termination ---------------------------------------------------
     def backend_of(self, instance_id: str) -> Any:
         """The moto EC2 backend holding an instance; LookupError if there is none."""
         from moto.ec2.models import ec2_backends
@@ -399,3 +316,16 @@ class WakeOnPost:
 
 def instance_log(instance_id: str) -> Path:
     return settings.logs_dir() / "instances" / f"{instance_id}.log"
+
+
+__all__ = [
+    "DEFAULT_COMMAND",
+    "STOP_GRACE",
+    "Booted",
+    "ForkServerLauncher",
+    "Launcher",
+    "Runner",
+    "WakeOnPost",
+    "default_launcher",
+    "instance_log",
+]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import boto3
 import dask
 import pytest
 
 from overcast.server.bootstrap import ensure_first_user
 from overcast.store.db import Database
+from tests.e2e.helpers import environ
 from tests.e2e.stack import Stack
 
 
@@ -17,20 +16,15 @@ from tests.e2e.stack import Stack
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("overcast-home")
     stack = Stack(home)
-    old_home = os.environ.get("OVERCAST_HOME")
-    os.environ["OVERCAST_HOME"] = str(home)
-    try:
-        stack.start_cloud()
-        stack.start_server()
-        stack.account, stack.token = ensure_first_user(
-            "e2e-user", Database(f"sqlite:///{home / 'overcast.db'}"))
-        yield stack
-    finally:
-        stack.stop()
-        if old_home is None:
-            os.environ.pop("OVERCAST_HOME", None)
-        else:
-            os.environ["OVERCAST_HOME"] = old_home
+    with environ(OVERCAST_HOME=str(home)):
+        try:
+            stack.start_cloud()
+            stack.start_server()
+            stack.account, stack.token = ensure_first_user(
+                "e2e-user", Database(f"sqlite:///{home / 'overcast.db'}"))
+            yield stack
+        finally:
+            stack.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from overcast.localcloud.forkserver import ORPHANED, ForkedProcess, ForkServer
-from overcast.localcloud.runner import ForkServerLauncher
+from overcast.localcloud.launcher import ForkServerLauncher
+from tests.e2e.helpers import wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -25,16 +26,6 @@ SLEEPER = "import time; print('up', flush=True); time.sleep(600)"
 # Ignores SIGTERM, so only SIGKILL stops it (a hung agent).
 STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('up', flush=True); time.sleep(600)")
-
-
-def wait(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise TimeoutError(what)
 
 
 def gone(pid: int) -> bool:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -19,6 +18,7 @@ import pytest
 from overcast.localcloud import seed
 from overcast.localcloud.forkserver import ForkedProcess
 from overcast.localcloud.main import LocalCloud, new_aws_account, read_state
+from tests.e2e.helpers import environ, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -56,36 +56,22 @@ TAGS = [{"ResourceType": "instance", "Tags": [{"Key": "overcast:managed", "Value
 def cloud(tmp_path_factory):
     home = tmp_path_factory.mktemp("lc-home")
     out = tmp_path_factory.mktemp("agent-out")
-    old = os.environ.get("OVERCAST_HOME")
-    os.environ["OVERCAST_HOME"] = str(home)
-    lc = LocalCloud(port=0, imds_port=0, agent_command=[sys.executable, "-c", AGENT, str(out)])
-    lc.out = out  # type: ignore[attr-defined]
-    try:
-        # Instances of this module are forked by the warm zygote (test_forkserver.py has the
-        # fresh-interpreter fallback).
-        assert lc.runner.launcher.wait_ready(90)
-        yield lc
-    finally:
-        lc.stop()
-        if old is None:
-            os.environ.pop("OVERCAST_HOME", None)
-        else:
-            os.environ["OVERCAST_HOME"] = old
+    with environ(OVERCAST_HOME=str(home)):
+        lc = LocalCloud(port=0, imds_port=0,
+                        agent_command=[sys.executable, "-c", AGENT, str(out)])
+        lc.out = out  # type: ignore[attr-defined]
+        try:
+            # Instances of this module are forked by the warm zygote (test_forkserver.py has
+            # the fresh-interpreter fallback).
+            assert lc.runner.launcher.wait_ready(90)
+            yield lc
+        finally:
+            lc.stop()
 
 
 def client(cloud: LocalCloud, service: str, region: str = "us-east-1", **keys: str):
     keys = keys or {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
     return boto3.client(service, region_name=region, endpoint_url=cloud.endpoint, **keys)
-
-
-def wait(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise TimeoutError(what)
 
 
 def launch(cloud: LocalCloud, user_data: dict, region: str = "us-east-1", **kw) -> str:

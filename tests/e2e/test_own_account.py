@@ -9,7 +9,6 @@ the policies; role mode; reset to the hosted default; and no secret anywhere.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import boto3
@@ -26,6 +25,7 @@ from overcast.cli.main import cli
 from overcast.client.errors import ApiError
 from overcast.server.bootstrap import ensure_first_user
 from overcast.store.db import Database
+from tests.e2e.helpers import environ
 from tests.e2e.stack import Stack
 
 pytestmark = [pytest.mark.e2e]
@@ -41,23 +41,17 @@ def iam_stack(tmp_path_factory):
     stack = Stack(home, extra_cloud_args=("--enforce-iam",))
     stack.record = home / "aws-actions.jsonl"
     stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = str(stack.record)
-    saved = {k: os.environ.get(k) for k in ("OVERCAST_HOME", "AWS_ENDPOINT_URL")}
-    os.environ.update(OVERCAST_HOME=str(home), AWS_ENDPOINT_URL=stack.endpoint)
-    try:
-        stack.start_cloud()
-        stack.start_server()
-        stack.account, stack.token = ensure_first_user(
-            "owner", Database(f"sqlite:///{home / 'overcast.db'}"))
-        with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
-                              "overcast.account": stack.account}):
-            yield stack
-    finally:
-        stack.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environ(OVERCAST_HOME=str(home), AWS_ENDPOINT_URL=stack.endpoint):
+        try:
+            stack.start_cloud()
+            stack.start_server()
+            stack.account, stack.token = ensure_first_user(
+                "owner", Database(f"sqlite:///{home / 'overcast.db'}"))
+            with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
+                                  "overcast.account": stack.account}):
+                yield stack
+        finally:
+            stack.stop()
 
 
 def new_account(stack, drop: tuple[str, ...] = ()) -> dict:

@@ -17,11 +17,9 @@ STREAM = "i-0abc"
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for k in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # On top of the shared fake keys: a default region, and no IMDS endpoint from the env.
+    monkeypatch.delenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         yield

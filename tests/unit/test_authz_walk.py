@@ -28,7 +28,6 @@ from sqlalchemy import select
 from overcast import crypto
 from overcast.server.app import create_app
 from overcast.server.auth import admin_of, issue_token
-from overcast.server.bootstrap import add_member, create_team, create_user
 from overcast.store.db import Database
 from overcast.store.models import (
     Account,
@@ -40,6 +39,7 @@ from overcast.store.models import (
     Notification,
     User,
 )
+from tests.unit.worlds import team_and_outsider, template_home
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,37 +72,30 @@ def _cluster(session, account: Account, name: str, aws_id: str, note: str) -> Cl
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    home = tmp_path_factory.mktemp("walk")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("OVERCAST_HOME", str(home))
-    db = Database(f"sqlite:///{home / 'template.db'}")
-    db.migrate()
-    with db.session() as s:
-        ada = create_user(s, "ada-canary", password="ada password")
-        mo = create_user(s, "mo-canary", password="mo password")
-        eve = create_user(s, "eve-canary", password="eve password")
-        acme = create_team(s, ada, "acme")
-        add_member(s, acme, "mo-canary", "member")
-        team_cluster = _cluster(s, acme, "canary-cluster", "i-canary0001",
-                                "canary notification text")
-        _cluster(s, s.get(Account, eve.default_account_id), "eve-canary-cluster",
-                 "i-evecanary01", "eve notification text")
-        s.add(Backend(account_id=acme.id, kind="aws", region="us-east-1",
-                      key_id_masked="AKIA...CANA", registry_type="docker_hub",
-                      registry_username="ada-canary",
-                      credentials_encrypted=crypto.encrypt(json.dumps(
-                          {"access_key_id": "AKIACANARYKEYID12345",
-                           "secret_access_key": "CANARYSECRETKEY123"})),
-                      registry_secret_encrypted=crypto.encrypt("dockerhub-canary-token")))
-        tokens = {"admin": issue_token(s, ada), "member": issue_token(s, mo),
-                  "outsider": issue_token(s, eve)}
-        s.flush()
-        ids = {"cluster_id": str(team_cluster.id),
-               "token_id": str(s.scalar(select(ApiToken.id).where(ApiToken.user_id == ada.id)))}
-    db.engine.dispose()
-    yield SimpleNamespace(home=home, template=home / "template.db", tokens=tokens,
-                          params={**PARAMS, **ids})
-    mp.undo()
+    with template_home(tmp_path_factory, "walk") as (home, db):
+        with db.session() as s:
+            ada, mo, eve, acme = team_and_outsider(
+                s, "acme", ("ada-canary", "ada password"), ("mo-canary", "mo password"),
+                ("eve-canary", "eve password"))
+            team_cluster = _cluster(s, acme, "canary-cluster", "i-canary0001",
+                                    "canary notification text")
+            _cluster(s, s.get(Account, eve.default_account_id), "eve-canary-cluster",
+                     "i-evecanary01", "eve notification text")
+            s.add(Backend(account_id=acme.id, kind="aws", region="us-east-1",
+                          key_id_masked="AKIA...CANA", registry_type="docker_hub",
+                          registry_username="ada-canary",
+                          credentials_encrypted=crypto.encrypt(json.dumps(
+                              {"access_key_id": "AKIACANARYKEYID12345",
+                               "secret_access_key": "CANARYSECRETKEY123"})),
+                          registry_secret_encrypted=crypto.encrypt("dockerhub-canary-token")))
+            tokens = {"admin": issue_token(s, ada), "member": issue_token(s, mo),
+                      "outsider": issue_token(s, eve)}
+            s.flush()
+            ids = {"cluster_id": str(team_cluster.id),
+                   "token_id": str(s.scalar(select(ApiToken.id).where(ApiToken.user_id == ada.id)))}
+        db.engine.dispose()
+        yield SimpleNamespace(home=home, template=home / "template.db", tokens=tokens,
+                              params={**PARAMS, **ids})
 
 
 class FakeLogs:

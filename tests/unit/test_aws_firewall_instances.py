@@ -6,24 +6,13 @@ import base64
 from typing import ClassVar
 
 import pytest
-from moto import mock_aws
 
 from overcast import tags as T
-from overcast.backends.aws import firewall, instances, network, session
+from overcast.backends.aws import firewall, instances, network
 from overcast.backends.aws.errors import AwsError
 
 REGION = "us-east-1"
 ZONE = f"{REGION}a"
-
-
-@pytest.fixture
-def ctx(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield session.context(REGION)
 
 
 @pytest.fixture

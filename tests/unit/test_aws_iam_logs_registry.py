@@ -6,21 +6,10 @@ import json
 import time
 
 import pytest
-from moto import mock_aws
 
 from overcast import tags as T
-from overcast.backends.aws import iam, logs, registry, session
+from overcast.backends.aws import iam, logs, registry
 from overcast.backends.aws.errors import AwsError
-
-
-@pytest.fixture
-def ctx(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield session.context("us-east-1")
 
 
 def test_instance_role_named_after_slug(ctx):

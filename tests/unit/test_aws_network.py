@@ -6,23 +6,12 @@ import ipaddress
 from typing import ClassVar
 
 import pytest
-from moto import mock_aws
 
 from overcast import tags as T
-from overcast.backends.aws import network, session
+from overcast.backends.aws import network
 from overcast.backends.aws.errors import PermissionMissing
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def ctx(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield session.context(REGION)
 
 
 def deny(ctx, service, operation, code="UnauthorizedOperation", message=None):

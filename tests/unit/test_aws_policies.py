@@ -28,14 +28,6 @@ REGION = "us-east-1"
 ZONES = [f"{REGION}a", f"{REGION}b"]
 
 
-@pytest.fixture
-def env(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-
-
 def test_documents_are_well_formed():
     for name in policies.NAMES:
         doc = policies.load(name)
@@ -90,7 +82,7 @@ def _cluster(ctx, ports=(22, 8786, 8787)):
     return info
 
 
-def test_every_call_is_in_its_phase_policy(env):
+def test_every_call_is_in_its_phase_policy(aws_env):
     with mock_aws():
         ctx = session.context(REGION)
         ctx.client("ec2").register_image(
@@ -174,7 +166,7 @@ def _customer_ctx(admin, *names):
 
 
 @set_initial_no_auth_action_count(3)
-def test_least_privilege_under_moto_enforcement(env):
+def test_least_privilege_under_moto_enforcement(aws_env):
     with mock_aws():
         admin = _admin_iam()
         ctx = _customer_ctx(admin, "setup", "ongoing")

@@ -8,19 +8,8 @@ import json
 import boto3
 import pytest
 from botocore.credentials import RefreshableCredentials
-from moto import mock_aws
 
 from overcast.backends.aws import session
-
-
-@pytest.fixture
-def aws(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield
 
 
 def test_default_chain_and_cached_clients(aws):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from moto import mock_aws
-
 from overcast import tags as T
 from overcast.backends.aws import (
     firewall,
@@ -13,21 +10,10 @@ from overcast.backends.aws import (
     logs,
     network,
     registry,
-    session,
     teardown,
 )
 
 ZONE = "us-east-1a"
-
-
-@pytest.fixture
-def ctx(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield session.context("us-east-1")
 
 
 def make_account(ctx, slug, owner):

@@ -6,9 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from moto import mock_aws
 
-from overcast.backends.aws import session
 from overcast.backends.aws.errors import AwsError, CapacityError
 from overcast.options import resolve
 from overcast.reconciler import placement
@@ -20,12 +18,8 @@ ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 
 
 @pytest.fixture
-def target(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    with mock_aws():
-        yield SimpleNamespace(ctx=session.context("us-east-1"))
+def target(ctx):
+    return SimpleNamespace(ctx=ctx)
 
 
 def test_unknown_instance_type_is_named(target):

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from overcast import crypto
 from overcast.server.app import create_app
-from overcast.server.bootstrap import add_member, create_team, create_user
 from overcast.store.db import Database
 from overcast.store.models import Backend, Cluster, Instance
+from tests.unit.worlds import team_and_outsider, template_home
 
 pytestmark = pytest.mark.timeout(60)
 PARAMS = {"slug": "acme", "name": "web-cluster", "token_id": "1", "username": "mo",
@@ -32,38 +32,30 @@ class FakeLogs:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """The world, built once (password hashing and migrations are slow); copied per test."""
-    home = tmp_path_factory.mktemp("web")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("OVERCAST_HOME", str(home))
-    db = Database(f"sqlite:///{home / 'template.db'}")
-    db.migrate()
-    with db.session() as s:
-        ada = create_user(s, "ada", password="ada password")
-        create_user(s, "mo", password="mo password")
-        create_user(s, "eve", password="eve password")
-        acme = create_team(s, ada, "acme")
-        add_member(s, acme, "mo", "member")
-        tls = {"ca_cert": "CA", "client_cert": "CC", "client_key": "CLIENT-KEY",
-               "node_cert": "NC", "node_key": "NODE-KEY"}
-        cluster = Cluster(account_id=acme.id, name="web-cluster", region="us-east-1",
-                          n_workers=1, state="running", token_hash="x" * 64, options={},
-                          token_encrypted=crypto.encrypt("cluster-token-secret"),
-                          tls_encrypted=crypto.encrypt(json.dumps(tls)),
-                          dashboard_link="http://127.10.0.3:8787")
-        s.add(cluster)
-        s.flush()
-        s.add(Instance(cluster_id=cluster.id, role="scheduler", aws_id="i-web1",
-                       instance_type="m6i.large", zone="us-east-1b", spot=True, state="ready"))
-        s.add(Backend(account_id=acme.id, kind="aws", region="eu-west-1",
-                      key_id_masked="AKIA...0001", registry_type="docker_hub",
-                      registry_username="acmehub", state="ready",
-                      credentials_encrypted=crypto.encrypt(json.dumps(
-                          {"access_key_id": "AKIAWEBSECRETKEY0001",
-                           "secret_access_key": "WEBSECRETACCESSKEY"})),
-                      registry_secret_encrypted=crypto.encrypt("hub-token-secret")))
-    db.engine.dispose()
-    yield home
-    mp.undo()
+    with template_home(tmp_path_factory, "web") as (home, db):
+        with db.session() as s:
+            _, _, _, acme = team_and_outsider(s, "acme", ("ada", "ada password"),
+                                              ("mo", "mo password"), ("eve", "eve password"))
+            tls = {"ca_cert": "CA", "client_cert": "CC", "client_key": "CLIENT-KEY",
+                   "node_cert": "NC", "node_key": "NODE-KEY"}
+            cluster = Cluster(account_id=acme.id, name="web-cluster", region="us-east-1",
+                              n_workers=1, state="running", token_hash="x" * 64, options={},
+                              token_encrypted=crypto.encrypt("cluster-token-secret"),
+                              tls_encrypted=crypto.encrypt(json.dumps(tls)),
+                              dashboard_link="http://127.10.0.3:8787")
+            s.add(cluster)
+            s.flush()
+            s.add(Instance(cluster_id=cluster.id, role="scheduler", aws_id="i-web1",
+                           instance_type="m6i.large", zone="us-east-1b", spot=True, state="ready"))
+            s.add(Backend(account_id=acme.id, kind="aws", region="eu-west-1",
+                          key_id_masked="AKIA...0001", registry_type="docker_hub",
+                          registry_username="acmehub", state="ready",
+                          credentials_encrypted=crypto.encrypt(json.dumps(
+                              {"access_key_id": "AKIAWEBSECRETKEY0001",
+                               "secret_access_key": "WEBSECRETACCESSKEY"})),
+                          registry_secret_encrypted=crypto.encrypt("hub-token-secret")))
+        db.engine.dispose()
+        yield home
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 from ... import tags as T
 from .errors import AwsError, code_of, wrap
-from .network import (
+from .network_lookup import (
     TIER,
     Report,
     Resource,
