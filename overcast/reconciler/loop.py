@@ -32,40 +32,54 @@ class Reconciler:
         self.sweeper = Sweeper(db, self.contexts)
         self.backends = BackendMachine(self.contexts, self.infra)
         self.idle_interval, self.busy_interval = idle_interval, busy_interval
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Two loops: setting up a customer's account can wait minutes on AWS (NAT gateway),
+        # and must not hold up the steps of running clusters meanwhile.
+        self._loops = {"clusters": (self._cluster_pass, threading.Event()),
+                       "backends": (self._backend_pass, threading.Event())}
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="overcast-reconciler",
-                                        daemon=True)
-        self._thread.start()
+        for name, (one_pass, wake) in self._loops.items():
+            thread = threading.Thread(target=self._run, args=(one_pass, wake),
+                                      name=f"overcast-reconciler-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        self.wake()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def wake(self) -> None:
-        self._wake.set()
+        for _, wake in self._loops.values():
+            wake.set()
 
-    def _run(self) -> None:
+    def _run(self, one_pass, wake: threading.Event) -> None:
         while not self._stop.is_set():
-            self._wake.clear()
+            wake.clear()
             busy = False
             try:
-                busy = self.run_pass()
-                self.sweeper.maybe_sweep()
+                busy = one_pass()
             except Exception:  # one bad pass must not end the loop; the next one retries
                 log.exception("reconciler pass failed")
-            self._wake.wait(self.busy_interval if busy else self.idle_interval)
+            wake.wait(self.busy_interval if busy else self.idle_interval)
+
+    def _cluster_pass(self) -> bool:
+        busy = self.run_pass()
+        self.sweeper.maybe_sweep()
+        return busy
+
+    def _backend_pass(self) -> bool:
+        """Customer accounts being set up or torn down; True if any."""
+        return self.backends.run_pass(self.db)
 
     def run_pass(self) -> bool:
         """One step for every unfinished cluster; True if any is still on its way."""
         with self.db.session() as session:
             ids = session.scalars(select(Cluster.id).where(Cluster.state.in_(ACTIVE))).all()
-        busy = self.backends.run_pass(self.db)  # customer accounts being set up / torn down
+        busy = False
         for cluster_id in ids:
             busy |= self._step(cluster_id)
         return busy
