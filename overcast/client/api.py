@@ -6,6 +6,7 @@ Every failure becomes an `overcast.client.errors` exception whose message is the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -107,15 +108,21 @@ class Api:
                 params: dict[str, Any] | None = None) -> Any:
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout, transport=self._transport)
-        try:
+        with self._transport_errors():
             response = self._client.request(method, self._url(path), json=json,
                                             params=_params(params), headers=self._headers())
+        return self._result(response)
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """httpx failures (sync or async) as the client's own short, actionable errors."""
+        try:
+            yield
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise self._unreachable(exc) from None
         except httpx.HTTPError as exc:
             raise ApiError(f"Request to the overcast server failed: {type(exc).__name__}. "
                            "Try again.") from None
-        return self._result(response)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
@@ -156,15 +163,10 @@ class Api:
         if self._aclient is None:
             self._aclient = httpx.AsyncClient(timeout=self.timeout,
                                               transport=self._async_transport)
-        try:
+        with self._transport_errors():
             response = await self._aclient.request(
                 method, self._url(path), json=json, params=_params(params),
                 headers=self._headers())
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise self._unreachable(exc) from None
-        except httpx.HTTPError as exc:
-            raise ApiError(f"Request to the overcast server failed: {type(exc).__name__}. "
-                           "Try again.") from None
         return self._result(response)
 
     async def aclose(self) -> None:
