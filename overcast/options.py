@@ -7,6 +7,7 @@ keyword > dask config (the client merges those) > account backend settings > bui
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -202,11 +203,25 @@ def resolve(
     return opts
 
 
+MAX_TIMEOUT = 366 * 24 * 3600.0  # a year: beyond it, say "no timeout" by stopping yourself
+
+
+def check_duration(value: Any, what: str) -> float:
+    """Seconds of a duration option ("20 minutes", 1200); OptionError says what to change."""
+    return _seconds(value, what)
+
+
 def _seconds(value: Any, what: str) -> float:
+    bad = OptionError(f"{what}={value!r} is not a duration: use e.g. '20 minutes' or 1200 "
+                      f"(seconds).")
+    if isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise bad
     try:
         seconds = float(parse_timedelta(value, default="s"))
-    except (TypeError, ValueError, KeyError):
-        raise OptionError(f"{what}={value!r} is not a duration: use e.g. '20 minutes'.") from None
-    if seconds <= 0:
-        raise OptionError(f"{what} must be positive, e.g. '20 minutes'.")
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError):
+        raise bad from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise OptionError(f"{what} must be a positive duration, e.g. '20 minutes'.")
+    if seconds > MAX_TIMEOUT:
+        raise OptionError(f"{what}={value!r} is longer than a year: use at most '365 days'.")
     return seconds

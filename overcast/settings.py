@@ -30,3 +30,12 @@ def logs_dir() -> Path:
 def database_url() -> str:
     """`OVERCAST_DATABASE_URL` (e.g. PostgreSQL), else SQLite under the state directory."""
     return os.environ.get("OVERCAST_DATABASE_URL") or f"sqlite:///{home() / 'overcast.db'}"
+
+
+def api_concurrency() -> int:
+    """Requests the API works on at once (`OVERCAST_API_CONCURRENCY`, default 16); the DB
+    pool and the worker-thread limit are sized from it (overcast.server.admission)."""
+    try:
+        return max(1, int(os.environ.get("OVERCAST_API_CONCURRENCY") or 16))
+    except ValueError:
+        return 16

@@ -13,9 +13,12 @@ from overcast.cli.common import out
 @click.command()
 @click.option("--account", default=None, help="Account slug (default: yours).")
 @click.option("--cluster", default=None, help="Only this cluster's notifications.")
-@click.option("--level", default=None, help="Only this level: info, warning, error.")
+@click.option("--level", default=None, help="Only this level.",
+              type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                case_sensitive=False))
 @click.option("--event-type", default=None, help="Only this event type.")
-@click.option("--limit", default=100, show_default=True, help="At most this many.")
+@click.option("--limit", default=100, show_default=True, help="At most this many (1-1000).",
+              type=click.IntRange(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object a line with -f).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new ones live (Ctrl-C stops).")
 def notifications(account: str | None, cluster: str | None, level: str | None,

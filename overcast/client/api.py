@@ -6,7 +6,9 @@ Every failure becomes an `overcast.client.errors` exception whose message is the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +19,7 @@ from overcast.client import config
 from overcast.client.errors import ApiError, NotConfigured, NotFound, ServerUnreachable
 
 API_PREFIX = "/api/v1"
+RETRY_CAP = 8.0  # seconds, the longest wait between two tries
 
 NOT_CONFIGURED = (
     "No overcast {what} is configured. Run `overcast up` to start overcast on this machine "
@@ -159,15 +162,31 @@ class Api:
 
     # -- async -------------------------------------------------------------------------------
     async def arequest(self, method: str, path: str, *, json: Any = None,
-                       params: dict[str, Any] | None = None) -> Any:
+                       params: dict[str, Any] | None = None,
+                       headers: dict[str, str] | None = None, retries: int = 0) -> Any:
+        """One API call. With `retries`, transport errors, timeouts and 5xx answers are tried
+        again (exponential backoff with jitter): only for calls that are safe to repeat,
+        such as a create carrying an Idempotency-Key."""
         if self._aclient is None:
             self._aclient = httpx.AsyncClient(timeout=self.timeout,
                                               transport=self._async_transport)
-        with self._transport_errors():
-            response = await self._aclient.request(
-                method, self._url(path), json=json, params=_params(params),
-                headers=self._headers())
-        return self._result(response)
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            with self._transport_errors():
+                try:
+                    response = await self._aclient.request(
+                        method, self._url(path), json=json, params=_params(params),
+                        headers={**self._headers(), **(headers or {})})
+                except httpx.TransportError:
+                    if last:
+                        raise
+                    await asyncio.sleep(backoff(attempt))
+                    continue
+            if response.status_code >= 500 and not last:
+                await asyncio.sleep(backoff(attempt))
+                continue
+            return self._result(response)
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._aclient is not None:
@@ -190,6 +209,12 @@ class Api:
         if name is not None:
             path += f"/{seg(name)}"
         return path + suffix
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry `attempt` (0, 1, ...): 0.5, 1, 2, 4, 8 (capped), with jitter so
+    many clients retrying after one outage do not all come back at once."""
+    return min(RETRY_CAP, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
 
 
 def _params(params: dict[str, Any] | None) -> dict[str, Any] | None:

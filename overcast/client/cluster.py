@@ -14,7 +14,9 @@ import datetime
 import html
 import logging
 import math
+import operator
 import time
+import uuid
 from typing import Any
 
 from dask.utils import typename
@@ -33,6 +35,7 @@ logger = logging.getLogger("overcast.client")
 
 ENDED = ("stopping", "stopped", "error")
 LIVE_INSTANCE = ("requested", "launched", "booting", "ready")
+CREATE_RETRIES = 5  # tries after the first: ~15 s of backoff in all (overcast.client.api)
 
 
 def workers_to_wait_for(wait_for_workers: Any, n_workers: int) -> int:
@@ -47,6 +50,22 @@ def workers_to_wait_for(wait_for_workers: Any, n_workers: int) -> int:
         return min(int(wait_for_workers), n_workers)
     raise ValueError(f"wait_for_workers must be a bool, an int >= 0 or a fraction in (0, 1), "
                      f"not {wait_for_workers!r}")
+
+
+def whole_number(value: Any, what: str) -> int:
+    """A worker count: an int >= 0 (or a float with no fraction, as YAML may give); 1.5 or
+    -1 is an error, never silently rounded or clamped."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}") from None
+    if n < 0:
+        raise ValueError(f"{what} must be >= 0, not {n}")
+    return n
 
 
 class Cluster(_DaskCluster):
@@ -89,9 +108,11 @@ class Cluster(_DaskCluster):
         self._api = api or Api(server, token)
         self._requested_name = name
         self._account = account
-        self._n_workers = int(config.get("n-workers", n_workers))
-        if self._n_workers < 0:
-            raise ValueError("n_workers must be >= 0")
+        self._n_workers = whole_number(config.get("n-workers", n_workers), "n_workers")
+        # One key per Cluster object, resent on every retry of the create: the control plane
+        # makes one cluster per key, however often the request reaches it.
+        self._idempotency_key = str(uuid.uuid4())
+        self._create_sent = False
         self._options = {
             # The keyword replaces overcast.backend-options whole (the config is its default
             # value); keys given in neither come from the account, then overcast's defaults.
@@ -150,8 +171,10 @@ class Cluster(_DaskCluster):
             if info is None:
                 body = {"name": self._requested_name, "n_workers": self._n_workers,
                         **self._options}
-                info = await self._api.arequest("POST", Api.clusters_path(self._account),
-                                                json=body)
+                self._create_sent = True
+                info = await self._api.arequest(
+                    "POST", Api.clusters_path(self._account), json=body,
+                    headers={"Idempotency-Key": self._idempotency_key}, retries=CREATE_RETRIES)
                 self._created = True
                 self._note(f"Created cluster {info['name']} in account {self._account}")
             else:
@@ -238,11 +261,27 @@ class Cluster(_DaskCluster):
 
     async def _abandon(self) -> None:
         """Delete the cluster if this object created it (once, even if called twice)."""
+        if not self._created and self._create_sent and self.shutdown_on_close:
+            await self._abandon_unanswered()
         if not (self._created and self.shutdown_on_close and self._info.get("name")):
             return
         if self._abandon_task is None:
             self._abandon_task = asyncio.ensure_future(self._delete(wait=False))
         await asyncio.shield(self._abandon_task)
+
+    async def _abandon_unanswered(self) -> None:
+        """The create got no answer (every retry failed), yet it may have made a cluster:
+        look it up by this object's key and delete it, so none is left that the user never
+        heard of."""
+        try:
+            found = await self._api.arequest(
+                "GET", Api.clusters_path(self._account),
+                params={"idempotency_key": self._idempotency_key}, retries=2)
+        except Exception as exc:  # noqa: BLE001 - best effort; the start error matters more
+            logger.warning("could not check whether the failed create made a cluster: %s", exc)
+            return
+        for info in found or []:
+            self._info, self.name, self._created = info, info["name"], True
 
     # -- state ------------------------------------------------------------------------------
     async def _refresh(self) -> None:
@@ -276,10 +315,11 @@ class Cluster(_DaskCluster):
     # -- scaling ----------------------------------------------------------------------------
     def scale(self, n: int) -> Any:
         """Ask for `n` workers (returns at once; instances start in the background)."""
+        whole_number(n, "n")  # a ValueError here, in the caller's thread, for scale(-1)
         return self.sync(self._scale, n)
 
     async def _scale(self, n: int, remove: list[str] | None = None) -> None:
-        n = max(0, int(n))
+        n = whole_number(n, "n")
         self._info = await self._api.arequest(
             "POST", Api.clusters_path(self._account, self.name, "/scale"),
             json={"n_workers": n, **({"remove": list(remove)} if remove else {})})

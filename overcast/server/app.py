@@ -7,14 +7,17 @@ import logging
 import os
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
 from overcast import settings
 from overcast.reconciler.loop import Reconciler
 from overcast.server import web
+from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.logs import LogReader
+from overcast.server.usage import LastUsed
 from overcast.store.db import Database
 
 log = logging.getLogger("overcast.server")
@@ -25,19 +28,28 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     db = db or Database()
     db.migrate()
     reconciler = Reconciler(db, control_plane_url) if run_reconciler else None
+    last_used = LastUsed(db)
+    gate = Gate(settings.api_concurrency())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Worker threads: the admitted requests plus the event streams' short polls.
+        to_thread.current_default_thread_limiter().total_tokens = gate.slots + 8
+        last_used.start()
         if reconciler:
             reconciler.start()
         yield
         if reconciler:
             reconciler.stop()
+        last_used.stop()  # writes the last batch of token uses
 
     app = FastAPI(title="overcast", version="0.1.0", lifespan=lifespan,
                   openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs")
     app.state.db = db
     app.state.reconciler = reconciler
+    app.state.last_used = last_used
+    app.state.gate = gate
+    app.add_middleware(Admission, gate=gate)
     app.state.log_reader = LogReader(reconciler.contexts if reconciler else _contexts())
     api = APIRouter(prefix="/api/v1")
     for module in (me, clusters, agent, notifications):

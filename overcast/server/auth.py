@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast.server.passwords import hash_password, needs_rehash, verify_password
-from overcast.store.models import Account, ApiToken, Membership, User, utcnow
+from overcast.server.usage import LastUsed
+from overcast.store.models import Account, ApiToken, Membership, User
 
 TOKEN_PREFIX = "oc_"
 ROLES = ("admin", "member")
@@ -44,12 +45,15 @@ def issue_token(session: Session, user: User, name: str = "default") -> str:
     return token
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    """The owner of a live API token (and note its use), else None."""
+def user_for_token(session: Session, token: str,
+                   last_used: LastUsed | None = None) -> User | None:
+    """The owner of a live API token, else None. Its use is noted in `last_used` (memory,
+    written in batches), never written here: reads must not write."""
     row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is None or row.revoked:
         return None
-    row.last_used_at = utcnow()
+    if last_used is not None:
+        last_used.token(row.id)
     return row.user
 
 
@@ -78,7 +82,7 @@ def bearer(request: Request) -> str:
 
 
 def current_user(request: Request, session: Session = Depends(db_session)) -> User:
-    user = user_for_token(session, bearer(request))
+    user = user_for_token(session, bearer(request), request.app.state.last_used)
     if user is None:
         raise HTTPException(401, "Invalid or revoked API token: run `overcast login` "
                                  "or `overcast up` to get a new one.")

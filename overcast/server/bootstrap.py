@@ -49,9 +49,12 @@ def create_user(session: Session, username: str, *, is_admin: bool = False,
 
 def create_team(session: Session, owner: User, name: str) -> Account:
     """A team account; its creator is its first admin."""
-    slug = slugify(name)
+    # No fallback slug here: "" or "  " must be refused, not become a team called "user".
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.strip().lower()).strip("-")
     if not re.match(r"^[a-z0-9][a-z0-9-]{1,47}$", slug) or slug in RESERVED_SLUGS:
-        raise AccountError(f"{name!r} cannot be a team name: use 2-48 letters, digits or '-'.")
+        raise AccountError(f"{name!r} cannot be a team name: use 2-48 letters, digits or '-', "
+                           f"starting with a letter or digit (and not one of "
+                           f"{', '.join(sorted(RESERVED_SLUGS))}).")
     if session.scalar(select(Account).where(Account.slug == slug)) is not None:
         raise AccountError(f"The account name {slug!r} is taken; pick another.")
     team = Account(slug=slug, is_team=True)

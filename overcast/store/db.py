@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from overcast import settings
@@ -16,19 +17,51 @@ from overcast import settings
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# Connections used outside API requests: the reconciler's threads, the last-used flusher,
+# event streams' polls. The pool is the API's admitted requests plus these, so an admitted
+# request never waits on the pool (overcast.server.admission).
+BACKGROUND_CONNECTIONS = 8
+BUSY_TIMEOUT_MS = 30_000
+
+
+def pool_size() -> int:
+    return settings.api_concurrency() + BACKGROUND_CONNECTIONS
+
+
 def make_engine(url: str | None = None) -> Engine:
     url = url or settings.database_url()
+    pool = {"pool_size": pool_size(), "max_overflow": BACKGROUND_CONNECTIONS,
+            "pool_timeout": 30}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if make_url(url).database in (None, "", ":memory:"):
+            pool = {}  # one shared in-memory database: SQLAlchemy picks its own pool
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": BUSY_TIMEOUT_MS / 1000}, **pool)
+        _private_file(engine)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
+
+
+def _private_file(engine: Engine) -> None:
+    """Create the SQLite file readable by its owner only (it holds hashes and encrypted
+    secrets); tighten an existing one. SQLite gives its -wal/-shm files the same mode."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    # WAL lets the reconciler thread write while API requests read.
     cur = dbapi_conn.cursor()
+    # WAL: readers never block the writer nor each other; busy_timeout: a writer waits for
+    # the lock instead of failing at once with "database is locked".
     cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

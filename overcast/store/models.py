@@ -171,3 +171,17 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
     user: Mapped[User] = relationship()
+
+
+class IdempotencyKey(Base):
+    """The `Idempotency-Key` of a cluster create (unique per account) and the cluster it
+    made: a retried or duplicated create returns that cluster instead of making another."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("account_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    key: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the request body
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

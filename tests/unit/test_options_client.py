@@ -21,7 +21,7 @@ class FakeApi:
     async def aaccount(self, account):
         return "alice"
 
-    async def arequest(self, method, path, json=None, params=None):
+    async def arequest(self, method, path, json=None, params=None, **kwargs):
         if method == "POST":
             self.body = json
             raise Captured()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast import crypto
 from overcast.server.api.clusters import wake
 from overcast.server.auth import bearer, db_session, tokens_match
+from overcast.server.validation import fits_db
 from overcast.store.models import Cluster, Instance, utcnow
 from overcast.store.notify import notify
 
@@ -21,8 +23,9 @@ GONE_STATES = ("stopping", "stopped", "error")
 
 def agent_cluster(cluster_id: int, request: Request,
                   session: Session = Depends(db_session)) -> Cluster:
+    # The credential first (401 without one); an id that cannot exist is simply not found.
     token = bearer(request)
-    cluster = session.get(Cluster, cluster_id)
+    cluster = session.get(Cluster, cluster_id) if fits_db(cluster_id) else None
     if cluster is None or not tokens_match(token, cluster.token_hash):
         raise HTTPException(404, "No such cluster for this token.")
     return cluster
@@ -36,17 +39,22 @@ def cluster_instance(session: Session, cluster: Cluster, aws_id: str) -> Instanc
     return row
 
 
+# Bounds that fit the columns (String(255)) and JSON (finite numbers) on every database.
+Address = Annotated[str, Field(max_length=255)]
+Count = Annotated[int, Field(ge=0, le=2**31)]
+
+
 class ReadyReport(BaseModel):
-    address: str
-    dashboard_address: str | None = None
-    internal_address: str | None = None  # inside the VPC, when it differs from `address`
+    address: Address
+    dashboard_address: Address | None = None
+    internal_address: Address | None = None  # inside the VPC, when it differs from `address`
 
 
 class Heartbeat(BaseModel):
-    workers: int | None = None
-    tasks: int | None = None
-    clients: int | None = None
-    idle_seconds: float | None = None
+    workers: Count | None = None
+    tasks: Count | None = None
+    clients: Count | None = None
+    idle_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
 
 class Failure(BaseModel):

@@ -8,16 +8,18 @@ import secrets
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from overcast import crypto, options
 from overcast.security import generate_cluster_tls
+from overcast.server import idempotency
 from overcast.server.auth import AccountAccess, db_session, hash_token, member_of
 from overcast.server.views import cluster_view
-from overcast.store.models import Backend, Cluster
+from overcast.store.models import Backend, Cluster, IdempotencyKey
 from overcast.store.notify import notify
 
 router = APIRouter(prefix="/accounts/{slug}/clusters", tags=["clusters"])
@@ -35,6 +37,14 @@ class ClusterCreate(BaseModel):
     worker_vm_types: list[str] | None = None
     idle_timeout: str | float | None = None
     no_client_timeout: str | float | None = None
+
+    @field_validator("idle_timeout", "no_client_timeout")
+    @classmethod
+    def _duration(cls, value: str | float | None, info: ValidationInfo) -> str | float | None:
+        # 422 naming the field: "", "1e400", "soon" or a negative number is no duration.
+        if value is not None:
+            options.check_duration(value, info.field_name)
+        return value
 
 
 class ScaleRequest(BaseModel):
@@ -73,15 +83,22 @@ def wake(request: Request) -> None:
         reconciler.wake()
 
 
-@router.post("", status_code=201)
-def create_cluster(body: ClusterCreate, request: Request,
+@router.post("", status_code=201, responses={
+    200: {"description": "A retry of an earlier create (same Idempotency-Key): that cluster."}})
+def create_cluster(body: ClusterCreate, request: Request, response: Response,
                    access: AccountAccess = Depends(member_of),
-                   session: Session = Depends(db_session)) -> dict:
+                   session: Session = Depends(db_session),
+                   idempotency_key: str | None = Header(
+                       None, description="A uuid the client makes once per cluster and "
+                                         "resends on retries: one cluster per key.")) -> dict:
     account = access.account
-    name = body.name or f"{account.slug}-{secrets.token_hex(3)}"
+    key, digest = idempotency.check_key(idempotency_key), idempotency.request_hash(body)
+    if (earlier := idempotency.earlier_cluster(session, account.id, key, digest)) is not None:
+        return replayed(earlier, response)
+    name = body.name if body.name is not None else f"{account.slug}-{secrets.token_hex(3)}"
     if not _NAME.match(name):
         raise HTTPException(400, f"Cluster name {name!r} is not valid: use lowercase letters, "
-                                 f"digits and '-', up to 63 characters.")
+                                 f"digits and '-', up to 63 characters (or no name).")
     n_workers = check_n_workers(body.n_workers)
     try:
         opts = options.resolve(
@@ -95,6 +112,8 @@ def create_cluster(body: ClusterCreate, request: Request,
                                                  Cluster.name == name,
                                                  Cluster.state.in_(ACTIVE_STATES)))
     if taken is not None:
+        if (earlier := idempotency.earlier_cluster(session, account.id, key, digest)):
+            return replayed(earlier, response)  # a duplicate of this request made it meanwhile
         raise HTTPException(409, f"A cluster named {name!r} is already {taken.state}: "
                                  f"pick another name or stop it first.")
     token = secrets.token_urlsafe(32)
@@ -103,21 +122,45 @@ def create_cluster(body: ClusterCreate, request: Request,
                       region=opts.region, zone=opts.zone, n_workers=n_workers,
                       token_hash=hash_token(token), token_encrypted=crypto.encrypt(token),
                       tls_encrypted=crypto.encrypt(json.dumps(asdict(tls))))
-    session.add(cluster)
-    session.flush()
-    notify(session, account.id, "cluster-requested",
-           f"Cluster requested: {n_workers} worker(s) in {opts.region}"
-           + (f" zone {opts.zone}" if opts.zone else ""), cluster=cluster)
-    session.commit()
+    try:
+        session.add(cluster)
+        session.flush()
+        idempotency.remember(session, account.id, key, digest, cluster)
+        notify(session, account.id, "cluster-requested",
+               f"Cluster requested: {n_workers} worker(s) in {opts.region}"
+               + (f" zone {opts.zone}" if opts.zone else ""), cluster=cluster)
+        session.commit()
+    except IntegrityError:
+        # The same key raced in from a duplicate of this request and won: answer with its
+        # cluster (this one's rows are rolled back; nothing half-made stays).
+        session.rollback()
+        earlier = idempotency.earlier_cluster(session, account.id, key, digest)
+        if earlier is None:
+            raise
+        return replayed(earlier, response)
     wake(request)
+    return cluster_view(cluster)
+
+
+def replayed(cluster: Cluster, response: Response) -> dict:
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
     return cluster_view(cluster)
 
 
 @router.get("")
 def list_clusters(access: AccountAccess = Depends(member_of),
-                  session: Session = Depends(db_session)) -> list[dict]:
-    rows = session.scalars(select(Cluster).where(Cluster.account_id == access.account.id)
-                           .order_by(Cluster.id.desc())).all()
+                  session: Session = Depends(db_session),
+                  idempotency_key: str | None = Query(
+                      None, max_length=128, description="Only the cluster a create with this "
+                      "Idempotency-Key made (a client whose create got no answer looks it up).")
+                  ) -> list[dict]:
+    query = select(Cluster).where(Cluster.account_id == access.account.id)
+    if idempotency_key is not None:
+        query = query.join(IdempotencyKey, IdempotencyKey.cluster_id == Cluster.id).where(
+            IdempotencyKey.account_id == access.account.id,
+            IdempotencyKey.key == idempotency_key)
+    rows = session.scalars(query.order_by(Cluster.id.desc())).all()
     return [cluster_view(r, with_instances=False) for r in rows]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
 from overcast.server.auth import current_user, db_session
@@ -12,8 +12,12 @@ router = APIRouter(tags=["me"])
 
 
 @router.get("/health")
-def health() -> dict:
-    return {"status": "ok"}
+async def health(request: Request) -> dict:
+    """Answered in the event loop from memory: no thread, no DB connection, so it answers
+    however busy the API is (`waiting`: requests queued for an admission slot)."""
+    gate = request.app.state.gate
+    return {"status": "ok", "active": gate.active, "waiting": gate.waiting,
+            "slots": gate.slots}
 
 
 @router.get("/me")

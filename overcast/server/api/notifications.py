@@ -21,6 +21,7 @@ from overcast.server.auth import (
     member_of,
     user_for_token,
 )
+from overcast.server.validation import LEVELS, MAX_DB_ID, fits_db
 from overcast.server.views import notification_view
 from overcast.store.models import Notification
 
@@ -29,8 +30,30 @@ STREAM_POLL = 0.5  # seconds between look-ups for new rows (a cheap indexed quer
 KEEPALIVE = 15.0  # a comment line this often, so proxies keep an idle stream open
 
 
+AfterId = Query(None, ge=0, le=MAX_DB_ID, description="Only notifications after this id.")
+
+
+def check_level(level: str | None) -> str | None:
+    if level is not None and level.lower() not in LEVELS:
+        raise HTTPException(400, f"level={level!r} is not a level: use one of "
+                                 f"{', '.join(LEVELS)}.")
+    return level.lower() if level else level
+
+
+def event_id(last_event_id: str | None) -> int | None:
+    """The Last-Event-ID a reconnecting EventSource sends: one of our ids, or refused."""
+    if last_event_id is None or not last_event_id.strip():
+        return None
+    text = last_event_id.strip()
+    if not (text.isascii() and text.isdigit()) or not fits_db(int(text)):
+        raise HTTPException(400, "Last-Event-ID must be a notification id (0 to 2^63-1), as "
+                                 "sent in the stream's `id:` lines.")
+    return int(text)
+
+
 def _query(account_id: int, cluster: str | None, level: str | None,
            event_type: str | None) -> Select:
+    level = check_level(level)
     query = select(Notification).where(Notification.account_id == account_id)
     if cluster:
         query = query.where(Notification.cluster_name == cluster)
@@ -45,7 +68,7 @@ def _query(account_id: int, cluster: str | None, level: str | None,
 def list_notifications(access: AccountAccess = Depends(member_of),
                        session: Session = Depends(db_session),
                        cluster: str | None = None, level: str | None = None,
-                       event_type: str | None = None, after_id: int | None = None,
+                       event_type: str | None = None, after_id: int | None = AfterId,
                        limit: int = Query(100, ge=1, le=1000)) -> list[dict]:
     query = _query(access.account.id, cluster, level, event_type)
     if after_id:
@@ -58,18 +81,17 @@ def list_notifications(access: AccountAccess = Depends(member_of),
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream_notifications(slug: str, request: Request,
                                cluster: str | None = None, level: str | None = None,
-                               event_type: str | None = None, after_id: int | None = None,
+                               event_type: str | None = None, after_id: int | None = AfterId,
                                last_event_id: str | None = Header(None)) -> StreamingResponse:
     """New notifications as they happen, oldest first. Starts after `after_id` (or the
     `Last-Event-ID` a reconnecting EventSource sends), else after the newest existing one."""
     db = request.app.state.db
-    # Authorised in a session of its own, committed now: a session held by a dependency
-    # would stay open (with the token's last-used write) for the whole stream and lock out
-    # SQLite writers.
+    # Authorised in a session of its own, closed now: a session held by a dependency would
+    # keep a pooled connection for the whole stream.
     account_id = await run_in_threadpool(_authorize, db, request, slug)
     query = _query(account_id, cluster, level, event_type)
-    if after_id is None and last_event_id and last_event_id.isdigit():
-        after_id = int(last_event_id)
+    if after_id is None:
+        after_id = event_id(last_event_id)
 
     def newest() -> int:
         with db.session() as session:
@@ -104,7 +126,7 @@ async def stream_notifications(slug: str, request: Request,
 
 def _authorize(db, request: Request, slug: str) -> int:
     with db.session() as session:
-        user = user_for_token(session, bearer(request))
+        user = user_for_token(session, bearer(request), request.app.state.last_used)
         if user is None:
             raise HTTPException(401, "Invalid or revoked API token: run `overcast login` "
                                      "or `overcast up` to get a new one.")

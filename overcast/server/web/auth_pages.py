@@ -170,7 +170,8 @@ def profile(request: Request, who: Visitor = Depends(visitor),
 
 def profile_page(request: Request, who: Visitor, session: Session, **extra) -> Response:
     rows = token_api.user_tokens(session, who.user)
-    return render(request, "profile.html", {"tokens": [token_api.token_view(r) for r in rows],
+    return render(request, "profile.html", {"tokens": [
+        token_api.token_view(r, request.app.state.last_used) for r in rows],
                                             **extra}, who=who,
                   status=400 if extra.get("error") else 200)
 

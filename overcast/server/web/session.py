@@ -101,7 +101,7 @@ def optional_visitor(request: Request, session: Session = Depends(db_session)) -
     row = session.scalar(select(WebSession).where(WebSession.key_hash == hash_token(key)))
     if row is None or row.expires_at < utcnow():
         return None
-    row.last_seen_at = utcnow()
+    request.app.state.last_used.web_session(row.id)  # written in batches: reads never write
     memberships = sorted(row.user.memberships, key=lambda m: (m.account.is_team, m.account.slug))
     return Visitor(user=row.user, session_key=key, memberships=memberships)
 
