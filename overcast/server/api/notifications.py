@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -28,6 +29,9 @@ from overcast.store.models import Notification
 router = APIRouter(prefix="/accounts/{slug}/notifications", tags=["notifications"])
 STREAM_POLL = 0.5  # seconds between look-ups for new rows (a cheap indexed query)
 KEEPALIVE = 15.0  # a comment line this often, so proxies keep an idle stream open
+# A stream ends after this long; EventSource and the client reconnect (with Last-Event-ID /
+# after_id), so nothing is missed, and no stream outlives a proxy's or a test's patience.
+STREAM_SECONDS = 600.0
 
 
 AfterId = Query(None, ge=0, le=MAX_DB_ID, description="Only notifications after this id.")
@@ -108,8 +112,9 @@ async def stream_notifications(slug: str, request: Request,
 
     async def events() -> AsyncIterator[str]:
         last, quiet = start, 0.0
+        deadline = time.monotonic() + STREAM_SECONDS
         yield "retry: 2000\n: connected\n\n"
-        while not await request.is_disconnected():
+        while time.monotonic() < deadline and not await request.is_disconnected():
             rows = await run_in_threadpool(fetch, last)
             for row in rows:
                 last = row["id"]
