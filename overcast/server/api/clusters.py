@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, selectinload
 
 from overcast import crypto, options
 from overcast.security import generate_cluster_tls
@@ -160,6 +160,9 @@ def list_clusters(access: AccountAccess = Depends(member_of),
         query = query.join(IdempotencyKey, IdempotencyKey.cluster_id == Cluster.id).where(
             IdempotencyKey.account_id == access.account.id,
             IdempotencyKey.key == idempotency_key)
+    # Instances in one query (not one per cluster), and no secret columns read at all.
+    query = query.options(selectinload(Cluster.instances), selectinload(Cluster.account),
+                          defer(Cluster.tls_encrypted), defer(Cluster.token_encrypted))
     rows = session.scalars(query.order_by(Cluster.id.desc())).all()
     return [cluster_view(r, with_instances=False) for r in rows]
 
