@@ -33,9 +33,10 @@ def database_url() -> str:
 
 
 def api_concurrency() -> int:
-    """Requests the API works on at once (`OVERCAST_API_CONCURRENCY`, default 16); the DB
-    pool and the worker-thread limit are sized from it (overcast.server.admission)."""
+    """Requests the API works on at once (`OVERCAST_API_CONCURRENCY`, default 8); the DB
+    pool and the worker-thread limit are sized from it (overcast.server.admission). Few:
+    SQLite has one writer, and request threads share one GIL with the event loop."""
     try:
-        return max(1, int(os.environ.get("OVERCAST_API_CONCURRENCY") or 16))
+        return max(1, int(os.environ.get("OVERCAST_API_CONCURRENCY") or 8))
     except ValueError:
-        return 16
+        return 8
