@@ -25,6 +25,7 @@ from distributed.deploy import Cluster as _DaskCluster
 from distributed.utils import Log, Logs
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from overcast import options
 from overcast.client import config
 from overcast.client.api import Api
 from overcast.client.errors import ApiError, ClusterStartError, NotFound, ServerUnreachable
@@ -123,6 +124,9 @@ class Cluster(_DaskCluster):
             "idle_timeout": config.get("idle-timeout", idle_timeout),
             "no_client_timeout": config.get("no-client-timeout", no_client_timeout),
         }
+        for what in ("idle_timeout", "no_client_timeout"):  # "" or "1e400": refused here
+            if self._options[what] is not None:
+                options.check_duration(self._options[what], what)
         self._wait_for = workers_to_wait_for(config.get("wait-for-workers", wait_for_workers),
                                              self._n_workers)
         self._start_timeout = config.seconds("start-timeout", start_timeout)

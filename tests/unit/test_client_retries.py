@@ -101,3 +101,13 @@ def test_whole_numbers_pass():
 def test_cli_refuses_a_bogus_level_with_usage_exit_code():
     result = CliRunner().invoke(cli, ["notifications", "--level", "bogus"])
     assert result.exit_code == 2 and "bogus" in result.output
+
+
+@pytest.mark.parametrize("value", ["", "1e400", "soon"])
+def test_bad_timeouts_are_refused_before_any_request(value):
+    def handler(request):
+        raise AssertionError("no request expected")
+
+    api = Api("http://cp.test", TOKEN, async_transport=httpx.MockTransport(handler))
+    with pytest.raises(ValueError, match="idle_timeout"):
+        Cluster(n_workers=1, account="a", api=api, idle_timeout=value)
