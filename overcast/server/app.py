@@ -17,6 +17,7 @@ from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.logs import LogReader
+from overcast.server.nul_guard import NulGuard
 from overcast.server.usage import LastUsed
 from overcast.store.db import Database
 
@@ -49,6 +50,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.state.reconciler = reconciler
     app.state.last_used = last_used
     app.state.gate = gate
+    app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)
     app.state.log_reader = LogReader(reconciler.contexts if reconciler else _contexts())
     api = APIRouter(prefix="/api/v1")

@@ -174,3 +174,16 @@ def test_sqlite_file_is_private_and_waits_for_locks(tmp_path):
     os.chmod(path, 0o644)  # an older install's world-readable file is tightened
     Database(f"sqlite:///{path}")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+@pytest.mark.parametrize("call", [
+    lambda api: api.get(api.clusters + "/a%00b"),
+    lambda api: api.get(f"/api/v1/accounts/{api.slug}/notifications",
+                        params={"cluster": "a\x00b"}),
+    lambda api: api.post(api.clusters, content=b'{"name": "a\\u0000b"}',
+                         headers={"Content-Type": "application/json"}),
+])
+def test_nul_characters_are_refused_on_every_database(api, call):
+    r = call(api)
+    assert r.status_code == 400 and "NUL" in r.json()["detail"]
+    assert count(api.db, Cluster) == 0
