@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,10 +20,19 @@ def key_path() -> Path:
 def _fernet(path: str) -> Fernet:
     p = Path(path)
     if not p.exists():
-        # Created on first start, readable by the server's user only.
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Created on first use, readable by the server's user only. Written whole to a file
+        # of our own, then linked into place: concurrent first uses (threads, processes) never
+        # read a half-written key, and the first link wins.
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(Fernet.generate_key())
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     return Fernet(p.read_bytes().strip())
 
 

@@ -50,7 +50,7 @@ def event_id(last_event_id: str | None) -> int | None:
         return None
     text = last_event_id.strip()
     if not (text.isascii() and text.isdigit()) or not fits_db(int(text)):
-        raise HTTPException(400, "Last-Event-ID must be a notification id (0 to 2^63-1), as "
+        raise HTTPException(400, "Last-Event-ID must be a notification id (0 to 2^31-1), as "
                                  "sent in the stream's `id:` lines.")
     return int(text)
 
