@@ -28,9 +28,11 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=100)
     parser.add_argument("--duplicates", type=int, default=20)
     parser.add_argument("--listers", type=int, default=50)
+    parser.add_argument("--database-url", default=None,
+                        help="e.g. postgresql+psycopg://user@127.0.0.1:5432/db (an empty one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="overcast-bench-") as home:
-        server = ApiServer(Path(home), dict(os.environ))
+        server = ApiServer(Path(home), dict(os.environ), args.database_url)
         try:
             server.start()
             r = asyncio.run(run_load(server, creates=args.creates, duplicates=args.duplicates,
@@ -38,7 +40,8 @@ def main() -> None:
         finally:
             server.stop()
     print(json.dumps({
-        "case": "api_load", "concurrent_creates": args.creates, "duplicates": args.duplicates,
+        "case": "api_load", "database": (args.database_url or "sqlite").split(":")[0],
+        "concurrent_creates": args.creates, "duplicates": args.duplicates,
         "listers": args.listers, "lists": len(r.list_seconds),
         "list_p50_ms": round(1000 * sorted(r.list_seconds)[len(r.list_seconds) // 2], 1),
         "list_p99_ms": round(1000 * r.p99(r.list_seconds), 1),

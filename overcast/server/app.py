@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import sys
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
@@ -76,6 +78,10 @@ def serve(host: str = "127.0.0.1", port: int = 8600) -> None:
     public = os.environ.get("OVERCAST_PUBLIC_URL") or \
         f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     app = create_app(control_plane_url=public)
+    # The event loop (health, admission, streams) shares the GIL with request and reconciler
+    # threads; a shorter switch interval (default 5 ms) gets it back sooner when they are busy.
+    sys.setswitchinterval(0.001)
+    gc.freeze()  # start-up objects (imports, app) out of the collector's way: shorter pauses
     (settings.run_dir() / "server.json").write_text(
         json.dumps({"url": public, "pid": os.getpid()}))
     uvicorn.run(app, host=host, port=port, log_level="warning")

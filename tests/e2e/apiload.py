@@ -36,19 +36,21 @@ def closed_port() -> int:
 class ApiServer:
     """`overcast server` on 127.0.0.1 with its own home, user and token; no local cloud."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, env: dict[str, str], database_url: str | None = None) -> None:
         self.home = home
+        self.database_url = database_url or f"sqlite:///{home / 'overcast.db'}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**env, "OVERCAST_HOME": str(home), "PYTHONUNBUFFERED": "1",
                     "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}",
                     "AWS_ACCESS_KEY_ID": "load-test", "AWS_SECRET_ACCESS_KEY": "load-test",
-                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1"}
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "1",
+                    "OVERCAST_DATABASE_URL": self.database_url}
         self.proc: Proc | None = None
         self.slug = self.token = ""
 
     def start(self) -> None:
-        db = Database(f"sqlite:///{self.home / 'overcast.db'}")
+        db = Database(self.database_url)
         self.slug, self.token = ensure_first_user("load-user", db)
         db.engine.dispose()
         self.proc = Proc("api-server", cli("server", "--port", str(self.port)), self.env,
