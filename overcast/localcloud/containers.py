@@ -52,6 +52,7 @@ PASS_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROX
 CONSOLE_LIMIT = 64 * 1024  # EC2 returns the last 64 KB of console output
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_WAIT = 900.0  # a first boot may wait for the stock image build
+GRACE = int(STOP_GRACE)  # seconds; the engine takes whole seconds only
 # What the engine's client raises: the engine said no, or it is not there (any more).
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
@@ -223,7 +224,7 @@ class ContainerInstances:
         container = box.container
         if container is not None:
             try:
-                container.stop(timeout=STOP_GRACE)
+                container.stop(timeout=GRACE)
                 self._save_console(box)
                 if remove:
                     container.remove(force=True)
@@ -308,7 +309,7 @@ class ContainerInstances:
 
 def _remove(container: Any) -> None:
     try:
-        container.stop(timeout=STOP_GRACE)
+        container.stop(timeout=GRACE)
         container.remove(force=True)
     except ENGINE_ERRORS as exc:
         log.warning("cannot remove container %s: %s", container.name, exc)
