@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3.11
 
-.PHONY: demo test unit e2e lint bench clean browser
+.PHONY: demo test unit e2e lint bench clean browser engine
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -14,7 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) engine
 	$(VENV)/bin/overcast demo
 
 lint: $(STAMP)
@@ -27,16 +27,25 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
+# Local cloud instances are containers (docs/local-cloud.md): Debian's container engine, mmdebstrap
+# for the stock Debian 12 image, and Debian's registry server. The local cloud starts dockerd.
+ENGINE_TOOLS := /usr/sbin/dockerd /usr/bin/mmdebstrap /usr/bin/docker-registry
+engine:
+	@for f in $(ENGINE_TOOLS); do test -x $$f || missing=1; done; [ -z "$$missing" ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    apt-get install -y -qq docker.io mmdebstrap docker-registry; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq docker.io mmdebstrap docker-registry; fi; }
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
-e2e: $(STAMP) browser
+e2e: $(STAMP) browser engine
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint browser
+test: lint browser engine
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) engine
 	$(PY) bench/start_latency.py
 
 clean:
