@@ -63,7 +63,7 @@ class Box:
     instance_id: str
     account: str
     region: str
-    state: str = "booting"  # booting | running | stopped | gone
+    state: str = "booting"  # booting | running | shutting-down | stopped | gone
     container: Any = None
     started: float = field(default_factory=time.monotonic)
     running_at: float | None = None  # when the container started (boot latency)
@@ -217,8 +217,10 @@ class ContainerInstances:
         self._save_console(box)
         if box.state != "running" or self._closed:
             return  # a stop/terminate the local cloud asked for
-        box.state = "stopped"
+        box.state = "shutting-down"  # neither booted again nor stopped by a pass meanwhile
         self.runner.instance_shutdown(box.instance_id, code)
+        if box.state == "shutting-down":  # not "gone": a pass saw it terminated already
+            box.state = "stopped"
 
     def _stop(self, box: Box, remove: bool) -> None:
         container = box.container
@@ -250,7 +252,13 @@ class ContainerInstances:
         if box is not None and box.container is not None:
             with contextlib.suppress(*ENGINE_ERRORS):  # removed just now: the saved copy
                 return box.container.logs(stdout=True, stderr=True)[-CONSOLE_LIMIT:]
-        return self.consoles.get(instance_id)
+        if instance_id in self.consoles:
+            return self.consoles[instance_id]
+        # A legacy process instance (runner.py): its output file is its console.
+        legacy = settings.logs_dir() / "instances" / f"{instance_id}.log"
+        with contextlib.suppress(OSError):
+            return legacy.read_bytes()[-CONSOLE_LIMIT:]
+        return None
 
     # -- CreateImage / DeregisterImage -------------------------------------------------------
     def can_commit(self, instance_id: str) -> bool:
