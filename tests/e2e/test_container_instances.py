@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def test_instance_sees_nothing_of_the_control_plane_and_reaches_the_package_inde
           test -e "$p" && echo "visible:$p" || echo "absent:$p"
         done
         python3 -c 'import sys; print("prefix:" + sys.prefix)'
+        curl -s -o /dev/null -w 'endpoint-status:%{{http_code}}\n' "$AWS_ENDPOINT_URL/"
         python3 -c 'import importlib.util as u; print("overcast-module:", u.find_spec("overcast"))'
         python3 - <<'EOF'
         import json, os, urllib.request
@@ -169,6 +171,7 @@ def test_instance_sees_nothing_of_the_control_plane_and_reaches_the_package_inde
     assert "prefix:/usr" in out and "overcast-module: None" in out, out
     assert f"ipv4:{cloud.runner.addresses[iid]}" in out, out
     assert "index-status: 200" in out, out
+    assert re.search(r"endpoint-status:[1-5]\d\d", out), out  # the local cloud's AWS endpoint
 
 
 def test_create_image_of_an_instance_boots_its_files(cloud, engine):
