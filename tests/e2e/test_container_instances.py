@@ -82,6 +82,14 @@ def state(cloud: LocalCloud, iid: str) -> str:
     return found["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
+def wait_state(cloud: LocalCloud, iid: str, want: str, timeout: float = 60) -> None:
+    try:
+        wait(lambda: state(cloud, iid) == want, timeout, f"{iid} to be {want}")
+    except TimeoutError:
+        raise AssertionError(f"{iid} is {state(cloud, iid)}, not {want}; console:\n"
+                             f"{console(cloud, iid)}") from None
+
+
 def console(cloud: LocalCloud, iid: str) -> str:
     return client(cloud, "ec2").get_console_output(InstanceId=iid).get("Output") or ""
 
@@ -113,7 +121,7 @@ def test_stock_debian_ami_is_found_through_ssm_in_every_region(cloud):
 
 def test_script_user_data_prints_to_console_and_poweroff_terminates(cloud, engine):
     iid = launch(cloud, "#!/bin/sh\necho marker-$(id -u)-booted\npoweroff\n")
-    wait(lambda: state(cloud, iid) == "terminated", 60, "the instance to power off")
+    wait_state(cloud, iid, "terminated", 60)
     reason = client(cloud, "ec2").describe_instances(InstanceIds=[iid])[
         "Reservations"][0]["Instances"][0]["StateReason"]
     assert reason["Code"] == "Client.InstanceInitiatedShutdown"
@@ -136,7 +144,7 @@ def test_cloud_config_write_files_runcmd_and_gzip(cloud):
           - poweroff
         """)
     iid = launch(cloud, gzip.compress(config.encode()))  # gzip'd user data, as EC2 allows
-    wait(lambda: state(cloud, iid) == "terminated", 60, "the instance to power off")
+    wait_state(cloud, iid, "terminated", 60)
     out = console(cloud, iid)
     assert "written-by-cloud-config" in out
     assert "perm-600" in out and "bootcmd-ran" in out
@@ -151,7 +159,7 @@ def test_instance_sees_nothing_of_the_control_plane_and_reaches_the_package_inde
           test -e "$p" && echo "visible:$p" || echo "absent:$p"
         done
         python3 -c 'import sys; print("prefix:" + sys.prefix)'
-        curl -s -o /dev/null -w 'endpoint-status:%{{http_code}}\n' "$AWS_ENDPOINT_URL/"
+        curl -s -o /dev/null -w 'endpoint-status:%{{http_code}}\\n' "$AWS_ENDPOINT_URL/"
         python3 -c 'import importlib.util as u; print("overcast-module:", u.find_spec("overcast"))'
         python3 - <<'EOF'
         import json, os, urllib.request
@@ -164,7 +172,7 @@ def test_instance_sees_nothing_of_the_control_plane_and_reaches_the_package_inde
         poweroff
         """)
     iid = launch(cloud, script)
-    wait(lambda: state(cloud, iid) == "terminated", 120, "the instance to power off")
+    wait_state(cloud, iid, "terminated", 120)
     out = console(cloud, iid)
     assert f"absent:{repo}" in out and f"absent:{sys.prefix}" in out, out
     assert "visible:" not in out, out
@@ -178,7 +186,7 @@ def test_create_image_of_an_instance_boots_its_files(cloud, engine):
     ec2 = client(cloud, "ec2")
     builder = launch(cloud, "#!/bin/sh\necho baked-$(date +%s) > /opt/baked.txt\npoweroff\n",
                      behavior="stop")
-    wait(lambda: state(cloud, builder) == "stopped", 60, "the builder to power off")
+    wait_state(cloud, builder, "stopped", 60)
     assert containers_of(engine, builder), "a stopped instance keeps its disk"
     ami = ec2.create_image(InstanceId=builder, Name="baked-test",
                            TagSpecifications=[{"ResourceType": "image",
@@ -191,7 +199,7 @@ def test_create_image_of_an_instance_boots_its_files(cloud, engine):
                                            WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     ec2.terminate_instances(InstanceIds=[builder])
     child = launch(cloud, "#!/bin/sh\ncat /opt/baked.txt\npoweroff\n", image_id=ami)
-    wait(lambda: state(cloud, child) == "terminated", 60, "the new instance to power off")
+    wait_state(cloud, child, "terminated", 60)
     assert "baked-" in console(cloud, child)
     wait(lambda: not containers_of(engine, builder) and not containers_of(engine, child), 20,
          "both containers to be removed")
