@@ -125,6 +125,7 @@ def ensure(client: Any) -> tuple[str, float]:
     with _build_lock():
         if has_image(client, tag):  # built by another local cloud while we waited
             return tag, 0.0
+        _drop_stale_builds()
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
             tar = Path(tmp) / "rootfs.tar"
@@ -149,7 +150,26 @@ def mmdebstrap(out: Path, workdir: Path) -> None:
         hooks.append(f'--customize-hook=ln -sf poweroff "$1/usr/sbin/{name}"')
     command = [binary, "--variant=minbase", "--quiet", f"--include={','.join(PACKAGES)}",
                *hooks, SUITE, str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900,
+                          preexec_fn=_die_with_parent)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-15:])
         raise RuntimeError(f"mmdebstrap failed (exit {proc.returncode}):\n{tail}")
+
+
+def _die_with_parent() -> None:
+    """SIGTERM mmdebstrap when the local cloud building it dies (Linux prctl), so a stopped
+    local cloud leaves no build running."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _drop_stale_builds(older_than: float = 3600.0) -> None:
+    """Half-made build directories of local clouds that were killed mid-build."""
+    for path in cache_dir().glob("tmp*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and time.time() - path.stat().st_mtime > older_than:
+                shutil.rmtree(path, ignore_errors=True)
