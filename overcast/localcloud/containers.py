@@ -301,7 +301,9 @@ class ContainerInstances:
         if self.client is None:
             return
         label = f"{LABEL_CLOUD}={self.cloud_id}"
-        containers = self.client.containers.list(all=True, filters={"label": label})
+        # sparse: no inspect per container (one may go between the list and its inspect)
+        containers = self.client.containers.list(all=True, filters={"label": label},
+                                                 sparse=True)
         threads = [threading.Thread(target=_remove, args=(c,)) for c in containers]
         for t in threads:
             t.start()
@@ -320,4 +322,4 @@ def _remove(container: Any) -> None:
         container.stop(timeout=GRACE)
         container.remove(force=True)
     except ENGINE_ERRORS as exc:
-        log.warning("cannot remove container %s: %s", container.name, exc)
+        log.warning("cannot remove container %s: %s", container.id, exc)

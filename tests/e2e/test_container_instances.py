@@ -55,8 +55,8 @@ def cloud(tmp_path_factory, engine):
             yield lc
         finally:
             lc.stop()
-    left = engine.containers.list(all=True, filters={"label": f"overcast.localcloud={lc.cloud_id}"})
-    assert left == [], f"containers left behind: {[c.name for c in left]}"
+    left = engine.api.containers(all=True, filters={"label": f"overcast.localcloud={lc.cloud_id}"})
+    assert left == [], f"containers left behind: {[c['Names'] for c in left]}"
 
 
 def client(cloud: LocalCloud, service: str, region: str = "us-east-1", **keys: str):
@@ -94,8 +94,9 @@ def console(cloud: LocalCloud, iid: str) -> str:
     return client(cloud, "ec2").get_console_output(InstanceId=iid).get("Output") or ""
 
 
-def containers_of(engine, iid: str) -> list:
-    return engine.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={iid}"})
+def containers_of(engine, iid: str) -> list[dict]:
+    """The engine's list entries (no inspect: a container may go between list and inspect)."""
+    return engine.api.containers(all=True, filters={"label": f"{LABEL_INSTANCE}={iid}"})
 
 
 def test_stock_debian_ami_is_found_through_ssm_in_every_region(cloud):
@@ -211,7 +212,7 @@ def test_create_image_of_an_instance_boots_its_files(cloud, engine):
 def test_terminate_removes_the_container(cloud, engine):
     iid = launch(cloud, "#!/bin/sh\necho up-and-waiting\n")
     wait(lambda: "boot finished" in console(cloud, iid), 60, "the instance to boot")
-    assert containers_of(engine, iid)[0].status == "running"
+    assert containers_of(engine, iid)[0]["State"] == "running"
     client(cloud, "ec2").terminate_instances(InstanceIds=[iid])
     wait(lambda: not containers_of(engine, iid), 30, "the container to be removed")
     assert "up-and-waiting" in console(cloud, iid)  # the console outlives the instance
@@ -242,9 +243,9 @@ def test_local_cloud_stop_removes_its_containers(tmp_path, engine):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        for c in engine.containers.list(all=True, filters={"label": LABEL_INSTANCE}):
-            if c.labels.get(LABEL_INSTANCE) in locals().get("ids", []):
-                c.remove(force=True)
+        for c in engine.api.containers(all=True, filters={"label": LABEL_INSTANCE}):
+            if c["Labels"].get(LABEL_INSTANCE) in locals().get("ids", []):
+                engine.api.remove_container(c["Id"], force=True)
 
 
 def test_no_bridge_network():
