@@ -7,6 +7,7 @@ starts is gone when it ends (terminated, or removed with the local cloud, by lab
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import signal
@@ -253,3 +254,46 @@ def test_no_bridge_network():
     names = {n.name for n in docker.from_env().networks.list()}
     assert "bridge" not in names
 
+
+
+def test_stop_keeps_the_disk_and_start_boots_it_again(cloud, engine):
+    ec2 = client(cloud, "ec2")
+    iid = launch(cloud, "#!/bin/sh\necho ran-once >> /root/runs\n", behavior="stop")
+    wait(lambda: "boot finished" in console(cloud, iid), 60, "the instance to boot")
+    ec2.stop_instances(InstanceIds=[iid])
+    wait(lambda: containers_of(engine, iid) and containers_of(engine, iid)[0]["State"] == "exited",
+         30, "the container to stop")
+    ec2.start_instances(InstanceIds=[iid])
+    wait(lambda: "user data already ran" in console(cloud, iid), 60, "the second boot")
+    exec_out = engine.containers.get(containers_of(engine, iid)[0]["Id"]).exec_run(
+        ["cat", "/root/runs"]).output.decode()
+    assert exec_out == "ran-once\n"  # same disk; user data ran once per instance
+    ec2.terminate_instances(InstanceIds=[iid])
+    wait(lambda: not containers_of(engine, iid), 30, "the container to be removed")
+
+
+def test_instance_profile_credentials_reach_the_container(cloud):
+    iam = client(cloud, "iam")
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "sts:AssumeRole",
+        "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    iam.create_role(RoleName="box-role", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.create_instance_profile(InstanceProfileName="box-profile")
+    iam.add_role_to_instance_profile(InstanceProfileName="box-profile", RoleName="box-role")
+    script = textwrap.dedent("""\
+        #!/bin/sh
+        python3 - <<'EOF'
+        import json, os, urllib.request
+        base = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] + "/latest/meta-data/iam/"
+        role = urllib.request.urlopen(base + "security-credentials/").read().decode()
+        creds = json.load(urllib.request.urlopen(base + "security-credentials/" + role))
+        print("role:" + role, "has-key:" + str(bool(creds["AccessKeyId"])))
+        EOF
+        poweroff
+        """)
+    iid = client(cloud, "ec2").run_instances(
+        ImageId=debian_ami(cloud), MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        UserData=script, InstanceInitiatedShutdownBehavior="terminate",
+        IamInstanceProfile={"Name": "box-profile"})["Instances"][0]["InstanceId"]
+    wait_state(cloud, iid, "terminated", 60)
+    assert "role:box-role has-key:True" in console(cloud, iid)
