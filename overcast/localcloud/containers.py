@@ -43,6 +43,7 @@ log = logging.getLogger("overcast.localcloud.containers")
 
 LABEL_CLOUD = "overcast.localcloud"
 LABEL_INSTANCE = "overcast.instance"
+LABEL_PID = "overcast.localcloud.pid"  # the local cloud's process: orphans are found by it
 INIT = Path(__file__).with_name("instance_init.py")
 INIT_IN_CONTAINER = "/usr/lib/overcast-localcloud/init.py"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -116,6 +117,7 @@ class ContainerInstances:
             t = time.monotonic()
             self.client = engine.connect()
             self.timings["engine"] = time.monotonic() - t
+            self._remove_orphans()
             t = time.monotonic()
             tag, built = stockimage.ensure(self.client)
             self.timings["stock_image"] = time.monotonic() - t
@@ -127,6 +129,20 @@ class ContainerInstances:
             log.error("instances of container images cannot boot: %s", self.error)
         finally:
             self.ready.set()
+
+    def _remove_orphans(self) -> None:
+        """Containers of local clouds that died without stopping them (SIGKILL, crash)."""
+        for entry in self.client.api.containers(all=True, filters={"label": LABEL_PID}):
+            try:
+                os.kill(int(entry["Labels"][LABEL_PID]), 0)
+                continue  # its local cloud is alive (or the pid was reused: leave it)
+            except ProcessLookupError:
+                pass
+            except (PermissionError, ValueError):
+                continue
+            log.info("removing %s, left by a local cloud that is gone", entry["Names"])
+            with contextlib.suppress(*ENGINE_ERRORS):
+                self.client.api.remove_container(entry["Id"], force=True)
 
     def wants(self, inst: Any) -> bool:
         return inst.image_id in self.images or inst.image_id in self.pending_images
@@ -204,7 +220,7 @@ class ContainerInstances:
             image, [INIT_IN_CONTAINER], entrypoint=["python3", "-u"], detach=True,
             network_mode="host", environment=env, volumes=egress_mounts(),
             labels={LABEL_CLOUD: self.cloud_id, LABEL_INSTANCE: inst.id,
-                    "overcast.ami": inst.image_id},
+                    LABEL_PID: str(os.getpid()), "overcast.ami": inst.image_id},
             name=f"overcast-{self.cloud_id}-{inst.id}", stop_signal="SIGTERM")
 
     # -- exits, stop, terminate ------------------------------------------------------------

@@ -219,33 +219,47 @@ def test_terminate_removes_the_container(cloud, engine):
     assert "up-and-waiting" in console(cloud, iid)  # the console outlives the instance
 
 
-def test_local_cloud_stop_removes_its_containers(tmp_path, engine):
+def start_cli_cloud(tmp_path):
     port = free_port()
     env = {**os.environ, "OVERCAST_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     with open(tmp_path / "local-cloud.log", "wb") as log:
         proc = subprocess.Popen(cli("local-cloud", "--port", str(port), "--imds-port",
                                     str(free_port())), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    wait(lambda: (tmp_path / "run" / "localcloud.json").exists(), 120, "the local cloud")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def run_two(endpoint: str) -> list[str]:
+    kw = {"region_name": "us-east-1", "endpoint_url": endpoint,
+          "aws_access_key_id": "t", "aws_secret_access_key": "t"}
+    ami = boto3.client("ssm", **kw).get_parameter(Name=DEBIAN_12)["Parameter"]["Value"]
+    return [i["InstanceId"] for i in boto3.client("ec2", **kw).run_instances(
+        ImageId=ami, MinCount=2, MaxCount=2, InstanceType="t3.micro",
+        UserData="#!/bin/sh\necho running\n")["Instances"]]
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+def test_local_cloud_stop_or_crash_leaves_no_containers(tmp_path, engine, cloud, how):
+    """SIGTERM: the local cloud removes its containers. SIGKILL: the next local cloud to
+    start removes them (here: the module's, asked to look again)."""
+    proc, endpoint = start_cli_cloud(tmp_path)
+    ids: list[str] = []
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        wait(lambda: (tmp_path / "run" / "localcloud.json").exists(), 120, "the local cloud")
-        kw = {"region_name": "us-east-1", "endpoint_url": endpoint,
-              "aws_access_key_id": "t", "aws_secret_access_key": "t"}
-        ami = boto3.client("ssm", **kw).get_parameter(Name=DEBIAN_12)["Parameter"]["Value"]
-        ec2 = boto3.client("ec2", **kw)
-        ids = [i["InstanceId"] for i in ec2.run_instances(
-            ImageId=ami, MinCount=2, MaxCount=2, InstanceType="t3.micro",
-            UserData="#!/bin/sh\necho running\n")["Instances"]]
+        ids = run_two(endpoint)
         wait(lambda: all(containers_of(engine, i) for i in ids), 90, "two containers")
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM if how == "stop" else signal.SIGKILL)
         proc.wait(60)
+        if how == "crash":
+            assert all(containers_of(engine, i) for i in ids)
+            cloud.runner.containers._remove_orphans()
         assert all(not containers_of(engine, i) for i in ids)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        for c in engine.api.containers(all=True, filters={"label": LABEL_INSTANCE}):
-            if c["Labels"].get(LABEL_INSTANCE) in locals().get("ids", []):
+        for i in ids:
+            for c in containers_of(engine, i):
                 engine.api.remove_container(c["Id"], force=True)
 
 
