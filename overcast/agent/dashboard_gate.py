@@ -142,6 +142,10 @@ def install(scheduler: Any, token: str) -> None:
     """Put the gate in front of a just-constructed scheduler's HTTP server (before its event loop
     has served a single request)."""
     scheduler.http_server.request_callback = DashboardGate(scheduler.http_application, token)
+    install_log_filters()
+
+
+def install_log_filters() -> None:
     for name in TORNADO_LOGGERS:
         log = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in log.filters):
