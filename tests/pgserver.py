@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server on loopback for the tests: Debian's `postgresql` binaries,
-a fresh cluster in a temporary directory, one database per user of it, stopped afterwards.
+a fresh cluster in a temporary directory, one database per user of it, stopped afterwards
+(and killed with the test process if that dies first).
 
 `make test` installs the package when it is missing (the Makefile's `postgres` target); without
 it the PostgreSQL variants of the tests are skipped with a reason.
@@ -11,9 +12,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -59,18 +62,19 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="overcast-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
-        self._started = False
+        self.proc: subprocess.Popen | None = None
 
-    def _run(self, *argv: str) -> None:
-        """A PostgreSQL tool, as the postgres user when we are root (it refuses root)."""
-        prefix = ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
-        done = subprocess.run([*prefix, *argv], env=env, capture_output=True, text=True,
-                              timeout=START_SECONDS, check=False)
-        if done.returncode != 0:
-            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise RuntimeError(f"{Path(argv[0]).name} failed ({done.returncode}): "
-                               f"{done.stdout[-1000:]}{done.stderr[-1000:]}\n{tail}")
+    def _as_postgres(self) -> list[str]:
+        """Run as the postgres user when we are root (PostgreSQL refuses root), and die with
+        the test process even if it is killed (-9): no server outlives its run."""
+        user = [f"--reuid={PG_USER}", f"--regid={PG_USER}", "--init-groups"]
+        return ["setpriv", *(user if os.geteuid() == 0 else []), "--pdeathsig", "KILL", "--"]
+
+    def _env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
 
     def start(self) -> PostgresServer:
         pwfile = self.dir / "pw"
@@ -80,18 +84,45 @@ class PostgresServer:
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             os.chown(pwfile, user.pw_uid, user.pw_gid)
         os.chmod(pwfile, 0o600)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER,
-                  "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-locale", "-E", "UTF8",
-                  "--no-sync")
+        done = subprocess.run(
+            [*self._as_postgres(), str(self.bin / "initdb"), "-D", str(self.data), "-U", PG_USER,
+             "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-locale", "-E", "UTF8",
+             "--no-sync"], env=self._env(), capture_output=True, text=True,
+            timeout=START_SECONDS, check=False)
         pwfile.unlink()
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr[-2000:]}")
         # Loopback only, its socket in our directory; durability off (a throwaway cluster).
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=300")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                  "-w", "-t", str(START_SECONDS), "-o", options, "start")
-        self._started = True
+        options = ["listen_addresses=127.0.0.1", f"port={self.port}",
+                   f"unix_socket_directories={self.dir}", "fsync=off",
+                   "synchronous_commit=off", "full_page_writes=off", "max_connections=300"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self._as_postgres(), str(self.bin / "postgres"), "-D", str(self.data),
+                 *(arg for o in options for arg in ("-c", o))],
+                env=self._env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready()
         return self
+
+    def _wait_ready(self) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited ({self.proc.returncode}):\n{self._tail()}")
+            try:
+                psycopg.connect(self._dsn("postgres"), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"postgres did not answer:\n{self._tail()}") from None
+                time.sleep(0.1)
+
+    def _dsn(self, database: str) -> str:
+        return (f"host=127.0.0.1 port={self.port} user={PG_USER} password={self.password} "
+                f"dbname={database}")
 
     def url(self, database: str = "postgres") -> str:
         return (f"postgresql+psycopg://{PG_USER}:{self.password}@127.0.0.1:{self.port}/"
@@ -101,17 +132,19 @@ class PostgresServer:
         """A new empty database; returns its SQLAlchemy URL."""
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=PG_USER,
-                             password=self.password, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(self._dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:
+        """Fast shutdown (SIGINT: disconnect clients, stop), then remove the directory."""
         try:
-            if self._started:
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                          "stop")
-                self._started = False
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(10)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
