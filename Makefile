@@ -30,8 +30,9 @@ browser:
 # The tests start a throwaway PostgreSQL server of their own (tests/pgserver.py) from Debian's
 # package; installing it must not start the package's own cluster, hence policy-rc.d (101 = no).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PG_INITDB := /usr/lib/postgresql/*/bin/initdb
 postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	@ls $(PG_INITDB) >/dev/null 2>&1 || { \
 	  deny=; if [ ! -e /usr/sbin/policy-rc.d ]; then deny=1; \
 	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
 	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; fi; \
