@@ -88,14 +88,18 @@ def scheduler_metrics(s: Scheduler) -> dict[str, Any]:
     }
 
 
-async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: Security) -> Node:
+async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: Security,
+                          dashboard_tls: tuple[str, str] | None = None) -> Node:
+    """The scheduler; its dashboard serves HTTPS with `dashboard_tls` (cert, key PEM), else
+    with the node certificate."""
     local_ip = ident.local_ipv4
     public_ip = ident.public_ipv4 or local_ip
     # Bind the private address (on EC2 the public IP is NATed to it, and is not on any interface;
     # in the local cloud both are this instance's own 127.B.x.y).
     # The dashboard's HTTP server serves HTTPS with the node certificate (the cluster's CA signs
     # it) and answers only requests with the cluster's dashboard token (dashboard_gate).
-    with dashboard_gate.https_config(security.tls_scheduler_cert, security.tls_scheduler_key):
+    cert, key = dashboard_tls or (security.tls_scheduler_cert, security.tls_scheduler_key)
+    with dashboard_gate.https_config(cert, key):
         scheduler = OvercastScheduler(
             host=local_ip,
             port=boot.scheduler_port,

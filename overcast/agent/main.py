@@ -134,14 +134,17 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
 async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlane) -> Node:
     loop = asyncio.get_running_loop()
     # Import distributed (~0.5 s of CPU) in a thread while the TLS request is on the wire.
-    tls, dp = await asyncio.gather(
+    calls: list[Awaitable[Any]] = [
         control.tls(),
         loop.run_in_executor(None, importlib.import_module, "overcast.agent.dask_process"),
-    )
+    ]
+    if boot.role == "scheduler":  # its dashboard's HTTPS certificate, naming this VM's addresses
+        calls.append(control.dashboard_cert(_addresses(ident)))
+    tls, dp, *dashboard_tls = await asyncio.gather(*calls)
     logship.route_distributed_logs()
     security = dp.node_security(tls)
     if boot.role == "scheduler":
-        node = await dp.start_scheduler(boot, ident, security)
+        node = await dp.start_scheduler(boot, ident, security, dashboard_tls[0])
     else:
         logger.info("waiting for the scheduler's address")
         address = await dp.wait_for_scheduler(control)
@@ -153,6 +156,10 @@ async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlan
         raise
     logger.info("reported ready: %s", node.address)
     return node
+
+
+def _addresses(ident: InstanceIdentity) -> list[str]:
+    return list(dict.fromkeys(ip for ip in (ident.local_ipv4, ident.public_ipv4) if ip))
 
 
 async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from ipaddress import ip_address
 
 import pytest
 from tornado import httpclient, web, websocket
@@ -14,10 +15,12 @@ from tornado.netutil import bind_sockets
 
 from overcast.agent import dashboard_gate
 from overcast.dashboardcred import COOKIE, dashboard_token, link_with_token, redact
-from overcast.security import NODE_DNS_NAME, generate_cluster_tls
+from overcast.security import generate_cluster_tls, issue_dashboard_cert
 
 pytestmark = pytest.mark.timeout(30)
 TLS = generate_cluster_tls("gate")
+# What the control plane issues to a scheduler at 127.0.0.1 (POST .../dashboard-cert).
+CERT, KEY = issue_dashboard_cert(TLS.ca_cert, TLS.ca_key, "gate", [ip_address("127.0.0.1")])
 TOKEN = dashboard_token("cluster-token")
 
 
@@ -32,15 +35,14 @@ class Echo(websocket.WebSocketHandler):
 
 
 def client_ssl() -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=TLS.ca_cert)
-    ctx.check_hostname = False  # the certificate names NODE_DNS_NAME; checked in the e2e test
-    return ctx
+    """Trusts the cluster's CA only, and checks that the certificate names 127.0.0.1."""
+    return ssl.create_default_context(cadata=TLS.ca_cert)
 
 
 async def serve() -> tuple[HTTPServer, str]:
     """The gate on a tornado app, as install() puts it on a scheduler's HTTP server."""
     app = web.Application([(r"/status", Page), (r"/status/ws", Echo)])
-    with dashboard_gate.https_config(TLS.node_cert, TLS.node_key):
+    with dashboard_gate.https_config(CERT, KEY):
         import dask
         ctx = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(dask.config.get("distributed.scheduler.dashboard.tls.cert"),
@@ -139,4 +141,23 @@ def test_token_derivation_and_links():
     assert link_with_token("https://h/s?x=1", "T") == "https://h/s?x=1&token=T"
     assert (redact("GET /status?token=abc&x=1 (1.2.3.4)")
             == "GET /status?token=[redacted]&x=1 (1.2.3.4)")
-    assert NODE_DNS_NAME  # the name the dashboard's certificate is verified under
+
+
+def test_the_node_certificate_alone_fails_a_hostname_check():
+    async def main() -> None:
+        app = web.Application([(r"/status", Page)])
+        ctx = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+        with dashboard_gate.https_config(TLS.node_cert, TLS.node_key):
+            import dask
+            ctx.load_cert_chain(dask.config.get("distributed.scheduler.dashboard.tls.cert"),
+                                dask.config.get("distributed.scheduler.dashboard.tls.key"))
+        server = HTTPServer(app, ssl_options=ctx)
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        try:
+            with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+                await fetch(f"https://127.0.0.1:{sockets[0].getsockname()[1]}/status")
+        finally:
+            server.stop()
+
+    asyncio.run(main())

@@ -4,6 +4,7 @@ lists, notifications, the stored row or another account's view."""
 from __future__ import annotations
 
 import pytest
+from cryptography import x509
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -36,7 +37,12 @@ def api(tmp_path, monkeypatch):
 
 
 def scheduler_ready(api) -> str:
-    """A cluster whose scheduler reported ready (as its agent does); returns its dashboard token."""
+    return ready_cluster(api)[1]
+
+
+def ready_cluster(api) -> tuple[int, str, str]:
+    """A cluster whose scheduler reported ready (as its agent does): (id, dashboard token,
+    cluster token)."""
     created = api.post(f"/api/v1/accounts/{api.slug}/clusters", headers=api.alice,
                        json={"name": "d", "n_workers": 0}).json()
     with api.db.session() as s:
@@ -48,7 +54,7 @@ def scheduler_ready(api) -> str:
                  headers={"Authorization": f"Bearer {cluster_token}"},
                  json={"address": "tls://127.10.0.3:8786", "dashboard_address": BARE})
     assert r.status_code == 200, r.text
-    return dashboard_token(cluster_token)
+    return created["id"], dashboard_token(cluster_token), cluster_token
 
 
 def test_the_detail_carries_the_token_and_nothing_else_does(api):
@@ -64,3 +70,19 @@ def test_the_detail_carries_the_token_and_nothing_else_does(api):
     with api.db.session() as s:  # stored without it: shown only by deriving it again
         assert s.scalar(select(Cluster.dashboard_link)) == BARE
     assert token not in "\n".join(api.db.engine.raw_connection().iterdump())
+
+
+def test_the_scheduler_gets_a_dashboard_certificate_for_its_addresses(api):
+    cluster_id, _, cluster_token = ready_cluster(api)
+    path = f"/api/v1/agent/clusters/{cluster_id}/dashboard-cert"
+    agent = {"Authorization": f"Bearer {cluster_token}"}
+    r = api.post(path, headers=agent, json={"ips": ["127.10.0.3", "2001:db8::1"]})
+    assert r.status_code == 200, r.text
+    cert = x509.load_pem_x509_certificate(r.json()["cert"].encode())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {
+        "127.10.0.3", "2001:db8::1"}
+    bad = api.post(path, headers=agent, json={"ips": ["not-an-ip"]})
+    assert bad.status_code == 400 and "IP addresses" in bad.json()["detail"]
+    assert api.post(path, headers=agent, json={"ips": []}).status_code == 422
+    assert api.post(path, headers=api.alice, json={"ips": ["127.0.0.1"]}).status_code == 404
