@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from overcast.agent import logship
-from overcast.agent.control import ControlPlane
+from overcast.agent.control import ControlPlane, ControlPlaneError
 from overcast.agent.imds import IMDSClient, InstanceIdentity
 from overcast.bootconfig import BootConfig
 
@@ -139,7 +139,7 @@ async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlan
         loop.run_in_executor(None, importlib.import_module, "overcast.agent.dask_process"),
     ]
     if boot.role == "scheduler":  # its dashboard's HTTPS certificate, naming this VM's addresses
-        calls.append(control.dashboard_cert(_addresses(ident)))
+        calls.append(_dashboard_cert(control, ident))
     tls, dp, *dashboard_tls = await asyncio.gather(*calls)
     logship.route_distributed_logs()
     security = dp.node_security(tls)
@@ -158,8 +158,15 @@ async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlan
     return node
 
 
-def _addresses(ident: InstanceIdentity) -> list[str]:
-    return list(dict.fromkeys(ip for ip in (ident.local_ipv4, ident.public_ipv4) if ip))
+async def _dashboard_cert(control: ControlPlane, ident: InstanceIdentity) -> tuple[str, str] | None:
+    """A certificate naming this VM's addresses; without one (a control plane that does not
+    issue them) the dashboard still serves HTTPS, with the node certificate."""
+    ips = list(dict.fromkeys(ip for ip in (ident.local_ipv4, ident.public_ipv4) if ip))
+    try:
+        return await control.dashboard_cert(ips)
+    except ControlPlaneError as exc:
+        logger.warning("no dashboard certificate (%s); using the node certificate", exc)
+        return None
 
 
 async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
