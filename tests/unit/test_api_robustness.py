@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,16 +22,22 @@ BIG = 2**63  # one past the largest 64-bit id
 PG_BIG = 2**31  # one past PostgreSQL's largest integer id
 
 
-@pytest.fixture
-def api(tmp_path, monkeypatch):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request, tmp_path, monkeypatch):
+    """The app on either store: ids, races and NULs behave differently in PostgreSQL."""
     monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
-    db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").create_database(f"api_{uuid.uuid4().hex}")
+    else:
+        url = f"sqlite:///{tmp_path / 'overcast.db'}"
+    db = Database(url)
     slug, token = ensure_first_user("alice", db)
     with TestClient(create_app(db, run_reconciler=False)) as client:
         client.db, client.slug = db, slug
         client.headers.update({"Authorization": f"Bearer {token}"})
         client.clusters = f"/api/v1/accounts/{slug}/clusters"
         yield client
+    db.engine.dispose()
 
 
 def count(db: Database, model) -> int:
