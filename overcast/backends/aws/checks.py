@@ -116,6 +116,10 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "logs:TagResource": ("logs", "tag_resource", {
         "resourceArn": f"arn:aws:logs:us-east-1:000000000000:log-group:{PROBE}",
         "tags": {"overcast:probe": "1"}}),
+    "logs:ListTagsForResource": ("logs", "list_tags_for_resource", {
+        "resourceArn": f"arn:aws:logs:us-east-1:000000000000:log-group:{PROBE}"}),
+    "ecr:ListTagsForResource": ("ecr", "list_tags_for_resource", {
+        "resourceArn": f"arn:aws:ecr:us-east-1:000000000000:repository/{PROBE}"}),
     "logs:DescribeLogGroups": ("logs", "describe_log_groups", {"logGroupNamePrefix": PROBE}),
     "logs:GetLogEvents": ("logs", "get_log_events", {"logGroupName": PROBE,
                                                      "logStreamName": PROBE}),
@@ -129,7 +133,7 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 # Checked by AWS only inside another call (RunInstances with a profile): nothing to try alone.
-UNPROBED = frozenset({"iam:PassRole"})
+UNPROBED = frozenset({"iam:PassRole", "iam:CreateServiceLinkedRole"})
 
 
 def is_temporary_key(access_key_id: str) -> bool:
@@ -138,9 +142,10 @@ def is_temporary_key(access_key_id: str) -> bool:
 
 
 def mask_key_id(access_key_id: str) -> str:
-    """What the API shows of a key id: its first 4 and last 4 characters."""
+    """What the API shows of a key id: only its own last 4 characters (never more, so a secret
+    given in the key id's place could not show through)."""
     key = access_key_id.strip()
-    return f"{key[:4]}{'*' * 8}{key[-4:]}" if len(key) > 8 else "*" * len(key)
+    return f"{'*' * 16}{key[-4:]}" if len(key) >= 12 else "*" * 20
 
 
 def caller_identity(ctx: AwsContext) -> dict[str, str]:
