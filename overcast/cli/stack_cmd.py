@@ -315,6 +315,7 @@ def server(host: str, port: int, record_aws_actions: str | None,
             os.environ[tags.DEPLOYMENT_ENV] = tags.check_deployment_id(deployment_id)
         except ValueError as exc:
             fail(f"--{exc}")
+    err.print(f"deployment id {tags.deployment_id()} (tagged on every AWS resource it makes)")
     if record_aws_actions:
         os.environ["OVERCAST_RECORD_AWS_ACTIONS"] = os.path.abspath(record_aws_actions)
     try:
