@@ -60,6 +60,7 @@ def new_account(stack, drop: tuple[str, ...] = ()) -> dict:
     for doc in docs.values():
         for statement in doc["Statement"]:
             statement["Action"] = [a for a in statement["Action"] if a not in drop]
+        doc["Statement"] = [s for s in doc["Statement"] if s["Action"]]
     body = {"setup_policy": docs["setup"], "ongoing_policy": docs["ongoing"], "admin": True}
     acct = httpx.post(f"{stack.endpoint}/_overcast/accounts", json=body, timeout=30).json()
     STATE["secrets"] += [acct["secret_access_key"]]

@@ -168,6 +168,24 @@ def request_teardown(session: Session, account: Account) -> Backend:
     return backend
 
 
+def set_s3_read(session: Session, account: Account, buckets: Any) -> Backend:
+    """Name the S3 buckets the account's VMs may read (the Account page). Hosted: applied to
+    the instance role before the next cluster starts. Own AWS account: set-up runs again (the
+    role lives there), which needs the setup policy attached."""
+    grants = _s3_read(_normalise({"s3_read": buckets}))
+    backend = get_backend(session, account) or Backend(account_id=account.id, kind="hosted")
+    session.add(backend)
+    if backend.kind == "aws" and backend.state not in ("ready", "error"):
+        raise BackendConfigError("The backend is busy (setting up or removing); try again "
+                                 "once it is ready.", 409)
+    backend.s3_read = grants
+    if backend.kind == "aws":
+        backend.state, backend.reason, backend.updated_at = "pending", None, utcnow()
+    _announce_s3_read(session, account, grants)
+    session.flush()
+    return backend
+
+
 # -- checks ---------------------------------------------------------------------------------
 def _normalise(params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(params, dict):
@@ -337,4 +355,4 @@ def _active_clusters(session: Session, account: Account) -> bool:
 
 __all__ = ["BackendConfigError", "backend_resources", "configure_backend",
            "external_id", "get_backend", "policy_documents", "request_teardown",
-           "reset_backend"]
+           "reset_backend", "set_s3_read"]
