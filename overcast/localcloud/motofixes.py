@@ -8,6 +8,8 @@
   statement whose Resource names that service's ARNs: the action is still checked exactly, the
   ARN cannot be (policies/README.md lists this as unchecked here). S3, IAM roles and Logs keep
   their real ARN checks.
+- CloudWatch Logs: deleting a log group left its tags behind in moto, so a new group of the
+  same name inherited them (and looked like overcast's). AWS deletes a group's tags with it.
 - S3: HEAD of a bucket is authorised as s3:ListBucket, as on AWS (moto: "s3:HeadBucket", an
   action that does not exist, so a role allowed to list a bucket could not HEAD it).
 - DeleteNatGateway of an id that does not exist crashes moto (HTTP 500); AWS says
@@ -29,6 +31,7 @@ def apply() -> None:
     _logs_resources()
     _unknown_resources()
     _s3_head_bucket()
+    _logs_tags_die_with_group()
     _nat_gateway_not_found()
     _instance_profile_path()
 
@@ -116,3 +119,20 @@ def _s3_head_bucket() -> None:
     from moto.s3 import responses
 
     responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+
+
+def _logs_tags_die_with_group() -> None:
+    from moto.logs.models import LogsBackend
+
+    original = LogsBackend.delete_log_group
+    if getattr(original, "_overcast", False):
+        return
+
+    def delete_log_group(self: Any, log_group_name: str) -> None:
+        group = self.groups.get(log_group_name)
+        original(self, log_group_name)
+        if group is not None:
+            self.tagger.delete_all_tags_for_resource(group.arn)
+
+    delete_log_group._overcast = True  # type: ignore[attr-defined]
+    LogsBackend.delete_log_group = delete_log_group  # type: ignore[method-assign]

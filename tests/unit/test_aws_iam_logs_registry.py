@@ -154,3 +154,37 @@ def test_instance_role_reads_exactly_the_granted_buckets(ctx):
     iam.ensure_instance_role(ctx, "alice")  # grants withdrawn: the policy is rewritten
     doc = client.get_role_policy(RoleName="alice", PolicyName=iam.INLINE_POLICY)["PolicyDocument"]
     assert "s3:" not in json.dumps(doc)
+
+
+def test_same_named_log_group_or_repository_is_neither_adopted_nor_deleted(ctx):
+    from overcast.localcloud import motofixes
+
+    motofixes.apply()  # moto kept a deleted group's tags for its same-named successor
+    logs.ensure_log_group(ctx, "alice")
+    logs.delete_log_group(ctx, "alice")
+    ctx.client("logs").create_log_group(logGroupName="alice", tags={"team": "theirs"})
+    ctx.client("ecr").create_repository(repositoryName="alice")
+    with pytest.raises(AwsError, match="log group named 'alice' already exists and was not"):
+        logs.ensure_log_group(ctx, "alice")
+    with pytest.raises(AwsError, match="ECR repository named 'alice' already exists"):
+        registry.ensure_ecr_repository(ctx, "alice")
+    seen = []
+    logs.delete_log_group(ctx, "alice", seen.append)
+    registry.delete_ecr_repository(ctx, "alice", seen.append)
+    assert seen == []
+    assert ctx.client("logs").describe_log_groups()["logGroups"][0]["logGroupName"] == "alice"
+    assert len(ctx.client("ecr").describe_repositories()["repositories"]) == 1
+
+
+def test_another_deployments_resources_are_not_ours(ctx, monkeypatch):
+    iam.ensure_instance_role(ctx, "alice")
+    logs.ensure_log_group(ctx, "alice")
+    monkeypatch.setenv(T.DEPLOYMENT_ENV, "d-staging")  # a second control plane, same account
+    with pytest.raises(AwsError, match="IAM role named 'alice' already exists"):
+        iam.ensure_instance_role(ctx, "alice")
+    with pytest.raises(AwsError, match="log group named 'alice'"):
+        logs.ensure_log_group(ctx, "alice")
+    iam.delete_instance_role(ctx, "alice")
+    logs.delete_log_group(ctx, "alice")
+    assert ctx.client("iam").get_role(RoleName="alice")["Role"]["RoleName"] == "alice"
+    assert len(ctx.client("logs").describe_log_groups()["logGroups"]) == 1
