@@ -173,7 +173,8 @@ def list_account_instances(ctx: AwsContext, account: str) -> list[InstanceInfo]:
     """All live instances of an overcast account (in every cluster)."""
     filters = T.filters(T.resource_tags(account))
     filters.append({"Name": "instance-state-name", "Values": LIVE_STATES})
-    return _describe(ctx.client("ec2"), filters)
+    # The tag filter is also checked here: the sweeper terminates what this returns.
+    return [i for i in _describe(ctx.client("ec2"), filters) if T.ours(i.tags)]
 
 
 @wrap
