@@ -122,9 +122,8 @@ def test_every_call_of_setup_cluster_and_teardown_meets_the_conditions(ctx):
     Auth("ec2:RunInstances", f"{BASE}:instance/*", {}),
     Auth("ec2:RunInstances", f"{BASE}:network-interface/*", {
         "aws:RequestTag/overcast:managed": "true"}),
-    # ... and launch only into our subnets and security groups.
-    Auth("ec2:RunInstances", f"{BASE}:subnet/subnet-1", {
-        "aws:ResourceTag/overcast:managed": "false"}),
+    # ... and nothing but instances, volumes, interfaces (tagged), subnets, groups, images.
+    Auth("ec2:RunInstances", f"{BASE}:key-pair/k", {}),
     # CreateTags only while creating: never retagging an existing resource.
     Auth("ec2:CreateTags", f"{BASE}:instance/i-1", {"aws:RequestTag/overcast:managed": "true"}),
     Auth("ec2:CreateTags", f"{BASE}:instance/i-1", {"ec2:CreateAction": "CreateTags"}),
