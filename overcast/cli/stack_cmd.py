@@ -139,6 +139,8 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
 
         lc_info = _wait(lc, localcloud_ready, refresh)
         lc.detail = lc_info["endpoint"]
+        if not lc_info.get("enforce_iam"):
+            lc.detail += " (IAM NOT enforced: it was started with --no-enforce-iam)"
 
         # 2. The control plane, pointed at the local cloud with the operator's keys.
         url = f"http://127.0.0.1:{port}"
