@@ -74,8 +74,10 @@ class Stack:
     """One local cloud + one control plane sharing an OVERCAST_HOME."""
 
     def __init__(self, home: Path, extra_cloud_args: tuple[str, ...] = (),
-                 deployment_id: str | None = None) -> None:
+                 database_url: str | None = None, deployment_id: str | None = None) -> None:
         self.home = home
+        # The control plane's store: SQLite in the home (the default), or a PostgreSQL URL.
+        self.database_url = database_url or f"sqlite:///{home / 'overcast.db'}"
         self.cloud_port, self.imds_port, self.server_port = free_port(), free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.cloud_port}"
         self.url = f"http://127.0.0.1:{self.server_port}"
@@ -83,7 +85,7 @@ class Stack:
         self.cloud_env = dict(self.base_env)
         self.server_env = {
             **self.base_env, "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1", "OVERCAST_DATABASE_URL": self.database_url,
         }
         self.extra_cloud_args = extra_cloud_args
         self.deployment_id = deployment_id
