@@ -126,8 +126,10 @@ def notifications_table(rows: list[dict[str, Any]]):
     table.add_column("message", overflow="fold")
     for n in rows:
         level = str(n.get("level") or "")
+        count = int(n.get("count") or 1)
+        repeat = f" (x{count}, last {short_time(n.get('last_at'))})" if count > 1 else ""
         table.add_row(short_time(n.get("time")), level, str(n.get("event_type") or ""),
-                      str(n.get("cluster") or ""), str(n.get("message") or ""),
+                      str(n.get("cluster") or ""), str(n.get("message") or "") + repeat,
                       style=LEVEL_STYLE.get(level.lower(), ""))
     return table
 

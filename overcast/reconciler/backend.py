@@ -13,10 +13,9 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import iam, logs, network, registry, teardown
-from overcast.backends.aws.errors import AwsError
+from overcast.backends.base import ProviderError
 from overcast.reconciler.contexts import ContextFactory
-from overcast.reconciler.infra import LOG_RETENTION_DAYS, InfraCache, recorder
+from overcast.reconciler.infra import InfraCache, recorder
 from overcast.store.db import Database
 from overcast.store.models import Backend, utcnow
 from overcast.store.notify import notify
@@ -55,7 +54,7 @@ class BackendMachine:
                 self._setup(session, backend, target)
             elif backend.state == "deleting":
                 self._teardown(session, backend, target)
-        except AwsError as exc:
+        except ProviderError as exc:
             if exc.retryable:
                 notify(session, account.id, "aws-retry", f"Waiting on AWS, will retry: {exc}",
                        level="warning")
@@ -68,11 +67,8 @@ class BackendMachine:
         account, region = backend.account, backend.region
         report = recorder(session, account, target, region)
         slug = account.slug
-        network.ensure_network(target.ctx, slug, report=report)
-        iam.ensure_instance_role(target.ctx, slug, report=report)
-        logs.ensure_log_group(target.ctx, slug, retention_days=LOG_RETENTION_DAYS, report=report)
-        if backend.registry_type == "ecr":
-            registry.ensure_ecr_repository(target.ctx, slug, report=report)
+        self.contexts.provider.set_up_account(target.ctx, slug, network_owner=slug,
+                                              registry=backend.registry_type, report=report)
         backend.state, backend.reason = "ready", None
         self.infra.forget(account, region)  # clusters look the new network up
         notify(session, account.id, "backend-ready",
@@ -81,8 +77,9 @@ class BackendMachine:
 
     def _teardown(self, session: Session, backend: Backend, target) -> None:
         account, region = backend.account, backend.region
-        teardown.teardown_account(target.ctx, account.slug, owner=account.slug,
-                                  report=recorder(session, account, target, region))
+        self.contexts.provider.tear_down_account(
+            target.ctx, account.slug, network_owner=account.slug,
+            report=recorder(session, account, target, region))
         # Everything is gone: back to the hosted default, forgetting the credentials.
         backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", \
             None, None

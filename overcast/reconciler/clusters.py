@@ -12,15 +12,13 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import firewall, instances
-from overcast.backends.aws.errors import AwsError, CapacityError
+from overcast.backends.base import CapacityError, ProviderError
 from overcast.options import ClusterOptions
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
 from overcast.reconciler.placement import (
     SPOT_INTERRUPTED,
-    SPOT_INTERRUPTION,
     PlacementError,
     Zones,
     check_instance_types,
@@ -39,6 +37,7 @@ class ClusterMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
                  timeouts: Timeouts) -> None:
         self.contexts, self.infra = contexts, infra
+        self.provider = contexts.provider
         self.control_plane, self.timeouts = control_plane, timeouts
         self._images: dict[tuple, str] = {}
         self.zones = Zones(infra)
@@ -56,7 +55,7 @@ class ClusterMachine:
                 self._teardown(session, cluster, target)
         except PlacementError as exc:
             self.fail(session, cluster, str(exc))
-        except AwsError as exc:
+        except ProviderError as exc:
             if exc.retryable or cluster.state == "stopping":
                 notify(session, cluster.account_id, "aws-retry",
                        f"Waiting on AWS, will retry: {exc}", level="warning", cluster=cluster)
@@ -66,7 +65,8 @@ class ClusterMachine:
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
         # Instance types first: a bad one fails the cluster before anything is made for it.
-        opts = check_instance_types(target, ClusterOptions.from_dict(cluster.options))
+        opts = check_instance_types(self.provider, target,
+                                    ClusterOptions.from_dict(cluster.options))
         if opts.worker_gpu != cluster.options.get("worker_gpu"):
             cluster.options = {**cluster.options, "worker_gpu": opts.worker_gpu}
         infra = self.infra.ensure(session, cluster.account, target, cluster.region)
@@ -84,8 +84,8 @@ class ClusterMachine:
         opts = ClusterOptions.from_dict(cluster.options)
         infra = self.infra.ensure(session, cluster.account, target, cluster.region, cluster.zone)
         if not cluster.security_group_id:
-            cluster.security_group_id = firewall.ensure_cluster_security_group(
-                target.ctx, infra.network.vpc_id, cluster.account.slug, cluster.id,
+            cluster.security_group_id = self.provider.open_firewall(
+                target.ctx, infra.network, cluster.account.slug, cluster.id,
                 cluster.name, opts.firewall["ports"], opts.firewall["cidr"])
             notify(session, cluster.account_id, "security-group",
                    f"Security group {cluster.security_group_id}: tcp "
@@ -115,8 +115,8 @@ class ClusterMachine:
     def _sync_instances(self, session: Session, cluster: Cluster, target: Target) -> None:
         """Make the DB's instance rows agree with what AWS has for this cluster."""
         # Terminated ones too: their state reason tells a spot interruption from a failure.
-        actual = {i.aws_id: i for i in instances.list_cluster_instances(
-            target.ctx, cluster.id, include_terminated=True)}
+        actual = {i.aws_id: i for i in self.provider.list_instances(
+            target.ctx, cluster_id=cluster.id, include_terminated=True)}
         by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
         by_row = {str(r.id): r for r in cluster.instances}
         for aws_id, info in actual.items():
@@ -138,7 +138,7 @@ class ClusterMachine:
                 continue
             info = actual.get(row.aws_id)
             if info is not None and info.state in AWS_GONE and \
-                    info.state_reason == SPOT_INTERRUPTION:
+                    info.state_reason == self.provider.spot_interruption_reason:
                 # Not a failure: AWS took the capacity back. _ensure_counts replaces it.
                 row.state, row.reason = "terminated", SPOT_INTERRUPTED
                 notify(session, cluster.account_id, "spot-interrupted",
@@ -167,7 +167,7 @@ class ClusterMachine:
                 notify(session, cluster.account_id, "instance-unhealthy",
                        f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
                        cluster=cluster)
-            instances.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
+            self.provider.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
         failed_scheduler = next((i for i in cluster.instances
                                  if i.role == "scheduler" and i.state == "failed"), None)
         live_scheduler = any(i.role == "scheduler" and i.state in LIVE for i in cluster.instances)
@@ -211,8 +211,8 @@ class ClusterMachine:
     def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> bool:
         image = self._image(target)
         try:
-            info = launch(target, infra, cluster, row, image, self.control_plane, opts,
-                          cluster.security_group_id)
+            info = launch(self.provider, target, infra, cluster, row, image,
+                          self.control_plane, opts, cluster.security_group_id)
         except CapacityError as exc:
             if row.spot and opts.spot_on_demand_fallback:
                 row.spot = False
@@ -223,7 +223,7 @@ class ClusterMachine:
                 return self._launch_row(session, cluster, target, infra, opts, row)
             leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
             if leaving:
-                instances.terminate(target.ctx, leaving)
+                self.provider.terminate(target.ctx, leaving)
             return False
         row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
         row.state = "booting" if info.state == "running" else "launched"
@@ -239,7 +239,7 @@ class ClusterMachine:
         removed = [i for i in cluster.instances if i.role == "worker" and i.state == "stopping"]
         if not removed:
             return
-        instances.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])
+        self.provider.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])
         for row in removed:
             row.state = "terminated"
         notify(session, cluster.account_id, "cluster-scale-down",
@@ -253,29 +253,29 @@ class ClusterMachine:
         retire = workers[:count]
         for row in retire:
             row.state, row.reason = "terminated", "scaled down"
-        instances.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
+        self.provider.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
 
     def _image(self, target: Target) -> str:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._images:
-            self._images[key] = instances.find_image(
+            self._images[key] = self.provider.find_image(
                 target.ctx, owners=[self.contexts.image_owner()])
         return self._images[key]
 
     # --- stopping: terminate, delete the security group, done ------------------------------
     def _teardown(self, session: Session, cluster: Cluster, target: Target) -> None:
-        actual = instances.list_cluster_instances(target.ctx, cluster.id)
+        actual = self.provider.list_instances(target.ctx, cluster_id=cluster.id)
         alive = [i.aws_id for i in actual if i.state not in ("terminated", "shutting-down")]
         if alive:
-            instances.terminate(target.ctx, alive)
+            self.provider.terminate(target.ctx, alive)
             notify(session, cluster.account_id, "instances-terminated",
                    f"Terminated {len(alive)} instance(s)", cluster=cluster)
         for row in cluster.instances:
             if row.state in LIVE or row.state == "stopping":
                 row.state = "terminated"
-        remaining = firewall.delete_cluster_security_groups(target.ctx, cluster.id)
+        remaining = self.provider.close_firewall(target.ctx, cluster.id)
         if remaining:
             session.commit()
             return

@@ -27,7 +27,7 @@ class Reconciler:
                  busy_interval: float = 0.25) -> None:
         self.db = db
         self.contexts = ContextFactory()
-        self.infra = InfraCache()
+        self.infra = InfraCache(self.contexts.provider)
         self.machine = ClusterMachine(self.contexts, self.infra, control_plane, Timeouts())
         self.sweeper = Sweeper(db, self.contexts)
         self.backends = BackendMachine(self.contexts, self.infra)

@@ -12,8 +12,7 @@ import time
 from sqlalchemy import select
 
 from overcast import tags
-from overcast.backends.aws import firewall, instances
-from overcast.backends.aws.errors import AwsError
+from overcast.backends.base import ProviderError
 from overcast.reconciler.contexts import ContextFactory
 from overcast.store.db import Database
 from overcast.store.models import Account, Cluster
@@ -41,7 +40,7 @@ class Sweeper:
                 account = session.get(Account, account_id)
                 try:
                     self._sweep_one(session, account, region)
-                except AwsError as exc:
+                except ProviderError as exc:
                     log.warning("sweep of %s in %s failed: %s", account.slug, region, exc)
 
     def _sweep_one(self, session, account: Account, region: str) -> None:
@@ -49,13 +48,14 @@ class Sweeper:
         active = set(session.scalars(select(Cluster.id).where(
             Cluster.account_id == account.id, Cluster.state.in_(ACTIVE))).all())
         orphans: dict[int, list[str]] = {}
-        for info in instances.list_account_instances(target.ctx, account.slug):
+        for info in self.contexts.provider.list_instances(target.ctx,
+                                                          account=account.slug):
             cluster_id = int(info.tags.get(tags.CLUSTER, "0") or 0)
             if cluster_id and cluster_id not in active:
                 orphans.setdefault(cluster_id, []).append(info.aws_id)
         for cluster_id, ids in orphans.items():
-            instances.terminate(target.ctx, ids)
-            firewall.delete_cluster_security_groups(target.ctx, cluster_id)
+            self.contexts.provider.terminate(target.ctx, ids)
+            self.contexts.provider.close_firewall(target.ctx, cluster_id)
             cluster = session.get(Cluster, cluster_id)
             notify(session, account.id, "orphans-removed",
                    f"Terminated {len(ids)} instance(s) left over from a finished cluster",

@@ -1,0 +1,43 @@
+"""reconciler: desired cluster state, notification repeat counts, control-plane alive mark
+
+Revision ID: 0006_reconciler
+Revises: 0005
+Create Date: 2026-11-30 22:50:00
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0006_reconciler'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # What users asked, apart from what the reconciler saw (`state`); stopping clusters of
+    # older versions were asked to stop.
+    with op.batch_alter_table('clusters') as batch:
+        batch.add_column(sa.Column('desired_state', sa.String(length=16), nullable=False,
+                                   server_default='running'))
+    op.execute("UPDATE clusters SET desired_state = 'stopped' "
+               "WHERE state IN ('stopping', 'stopped', 'error')")
+    # A repeated notification is one row with a count.
+    with op.batch_alter_table('notifications') as batch:
+        batch.add_column(sa.Column('count', sa.Integer(), nullable=False, server_default='1'))
+        batch.add_column(sa.Column('last_at', sa.DateTime(), nullable=True))
+    op.create_table(
+        'control_plane_marks',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('alive_at', sa.DateTime(), nullable=False),
+        sa.Column('gap_ended_at', sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint('id'),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('control_plane_marks')
+    with op.batch_alter_table('notifications') as batch:
+        batch.drop_column('last_at')
+        batch.drop_column('count')
+    with op.batch_alter_table('clusters') as batch:
+        batch.drop_column('desired_state')
