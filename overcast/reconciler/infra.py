@@ -28,6 +28,8 @@ class InfraCache:
         self.provider = provider or provider_for("aws")
         self._lock = threading.Lock()
         self._known: dict[tuple[str, str, str], Infra] = {}
+        # Cluster steps run in parallel: one network (owner, region) is made by one at a time.
+        self._net_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def forget(self, account: Account, region: str) -> None:
         with self._lock:
@@ -41,6 +43,14 @@ class InfraCache:
 
         A call without `zone` starts a cluster: a customer's account is then looked at again.
         """
+        with self._lock:
+            net_lock = self._net_locks.setdefault((target.network_owner, region),
+                                                  threading.Lock())
+        with net_lock:
+            return self._ensure(session, account, target, region, zone)
+
+    def _ensure(self, session: Session, account: Account, target: Target, region: str,
+                zone: str | None) -> Infra:
         key = (account.slug, region, target.network_owner)
         infra = self._known.get(key)
         if infra is None or (zone is None and not target.hosted):

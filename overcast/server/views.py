@@ -16,6 +16,7 @@ def iso(value) -> str | None:
 def instance_view(row: Instance) -> dict[str, Any]:
     return {"aws_id": row.aws_id, "role": row.role, "zone": row.zone, "subnet_id": row.subnet_id,
             "spot": row.spot, "instance_type": row.instance_type, "state": row.state,
+            "desired_state": row.desired_state,
             "reason": row.reason, "address": row.address,
             "last_heartbeat": iso(row.last_heartbeat)}
 

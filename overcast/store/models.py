@@ -145,8 +145,14 @@ class Instance(Base):
     zone: Mapped[str | None] = mapped_column(String(32))
     subnet_id: Mapped[str | None] = mapped_column(String(64))
     spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Observed: written only by the reconciler. desired_state "stopped": the user removed it
+    # (scale with `remove`); reported_*: what its agent said (ready, failed), applied by the
+    # reconciler on its next pass.
     state: Mapped[str] = mapped_column(String(16), default="requested")
     reason: Mapped[str | None] = mapped_column(Text)
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")
+    reported_state: Mapped[str | None] = mapped_column(String(16))
+    reported_reason: Mapped[str | None] = mapped_column(Text)
     address: Mapped[str | None] = mapped_column(String(255))
     last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

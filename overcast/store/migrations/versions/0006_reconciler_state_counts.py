@@ -1,4 +1,4 @@
-"""reconciler: desired cluster state, notification repeat counts, control-plane alive mark
+"""reconciler: desired cluster/instance state, agent reports, notification repeat counts, control-plane alive mark
 
 Revision ID: 0006_reconciler
 Revises: 0005
@@ -21,6 +21,13 @@ def upgrade() -> None:
                                    server_default='running'))
     op.execute("UPDATE clusters SET desired_state = 'stopped' "
                "WHERE state IN ('stopping', 'stopped', 'error')")
+    # Instances: removal asked by the user, and what the agent reported (applied by the
+    # reconciler, the only writer of `state`).
+    with op.batch_alter_table('instances') as batch:
+        batch.add_column(sa.Column('desired_state', sa.String(length=16), nullable=False,
+                                   server_default='running'))
+        batch.add_column(sa.Column('reported_state', sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column('reported_reason', sa.Text(), nullable=True))
     # A repeated notification is one row with a count.
     with op.batch_alter_table('notifications') as batch:
         batch.add_column(sa.Column('count', sa.Integer(), nullable=False, server_default='1'))
@@ -39,5 +46,9 @@ def downgrade() -> None:
     with op.batch_alter_table('notifications') as batch:
         batch.drop_column('last_at')
         batch.drop_column('count')
+    with op.batch_alter_table('instances') as batch:
+        batch.drop_column('reported_reason')
+        batch.drop_column('reported_state')
+        batch.drop_column('desired_state')
     with op.batch_alter_table('clusters') as batch:
         batch.drop_column('desired_state')
