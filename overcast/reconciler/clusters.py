@@ -261,7 +261,18 @@ class ClusterMachine:
                        cluster=cluster)
                 session.commit()
                 return self._launch_row(session, cluster, target, infra, opts, row)
-            leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
+            try:
+                leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
+            except PlacementError as exhausted:
+                if cluster.state != "running":
+                    raise
+                # No zone has room for one more worker now: what runs keeps running.
+                self.zones.forget(cluster.id)
+                row.zone = cluster.zone
+                self.quota.hold(session, cluster, "capacity-waiting",
+                                f"{exhausted} The cluster keeps running; overcast tries "
+                                "again later.")
+                return False
             if leaving:
                 self.provider.terminate(target.ctx, leaving)
             return False
@@ -281,7 +292,8 @@ class ClusterMachine:
         """Terminate the workers the scale API was told to remove (Adaptive retired them on
         the scheduler already, so their data has moved)."""
         removed = [i for i in cluster.instances if i.role == "worker" and (
-            i.state == "stopping" or (i.desired_state == "stopped" and i.state in LIVE))]
+            i.state == "stopping" or (i.desired_state == "stopped"
+                                      and i.state in (*LIVE, "failed")))]
         if not removed:
             return
         self.provider.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])

@@ -24,14 +24,18 @@ class QuotaHold:
         return self.backoff.ready(cluster_id)
 
     def hit(self, session: Session, cluster: Cluster, exc: QuotaExceeded) -> None:
-        self.backoff.failed(cluster.id)
         self.last[cluster.id] = exc.quota
         running = sum(1 for i in cluster.instances if i.state == "ready")
-        notify(session, cluster.account_id, "quota-exceeded",
-               f"Scaling stopped: the AWS quota \"{exc.quota}\" is reached ({exc.code}). "
-               f"Raise it in the Service Quotas console; the cluster keeps its {running} "
-               "running instance(s) and adds the rest once the quota allows.",
-               level="warning", cluster=cluster)
+        self.hold(session, cluster, "quota-exceeded",
+                  f"Scaling stopped: the AWS quota \"{exc.quota}\" is reached ({exc.code}). "
+                  f"Raise it in the Service Quotas console; the cluster keeps its {running} "
+                  "running instance(s) and adds the rest once the quota allows.")
+
+    def hold(self, session: Session, cluster: Cluster, event_type: str, message: str) -> None:
+        """Launches for this cluster wait (backoff); the user is told why, once."""
+        self.backoff.failed(cluster.id)
+        notify(session, cluster.account_id, event_type, message, level="warning",
+               cluster=cluster)
         session.commit()
 
     def cleared(self, cluster_id: int) -> None:

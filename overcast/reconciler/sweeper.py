@@ -7,12 +7,12 @@ after a crash between a launch and its DB commit of a cluster that was then stop
 from __future__ import annotations
 
 import logging
-import time
 
 from sqlalchemy import select
 
-from overcast import tags
+from overcast import clock, tags
 from overcast.backends.base import ProviderError
+from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.contexts import ContextFactory
 from overcast.store.db import Database
 from overcast.store.models import Account, Cluster
@@ -25,23 +25,33 @@ ACTIVE = ("pending", "starting", "running", "stopping")
 class Sweeper:
     def __init__(self, db: Database, contexts: ContextFactory, interval: float = 30.0) -> None:
         self.db, self.contexts, self.interval = db, contexts, interval
-        self._last = 0.0
+        self._last = -interval
+        self.backoff = Backoff(base=interval, cap=600.0)  # per (account, region)
 
     def maybe_sweep(self) -> None:
-        if time.monotonic() - self._last < self.interval:
+        if clock.monotonic() - self._last < self.interval:
             return
-        self._last = time.monotonic()
+        self._last = clock.monotonic()
         self.sweep()
 
     def sweep(self) -> None:
         with self.db.session() as session:
             places = session.execute(select(Cluster.account_id, Cluster.region).distinct()).all()
             for account_id, region in places:
+                key = (account_id, region)
+                if not self.backoff.ready(key):
+                    continue
                 account = session.get(Account, account_id)
                 try:
                     self._sweep_one(session, account, region)
-                except ProviderError as exc:
-                    log.warning("sweep of %s in %s failed: %s", account.slug, region, exc)
+                    self.backoff.succeeded(key)
+                except Exception as exc:  # one account's failure must not stop the others
+                    session.rollback()
+                    self.backoff.failed(key)
+                    if isinstance(exc, ProviderError):
+                        log.warning("sweep of %s in %s failed: %s", account.slug, region, exc)
+                    else:
+                        log.exception("sweep of %s in %s failed", account.slug, region)
 
     def _sweep_one(self, session, account: Account, region: str) -> None:
         target = self.contexts.for_account(session, account, region)
