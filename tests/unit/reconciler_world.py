@@ -78,9 +78,12 @@ class World:
                 return False
         return not self.orphans()
 
+    silent: frozenset[str] = frozenset()  # VMs whose heartbeats do not arrive
+    scheduler_sees: int | None = None  # workers the scheduler reports (None: the ready ones)
+
     def agents_report(self) -> None:
         """What each running VM's agent does: ready once, then heartbeats (like agent.py)."""
-        live = self.fake.live()
+        live = self.fake.live() - self.silent
         with self.db.session() as s:
             for c in s.scalars(select(Cluster).where(Cluster.state.in_(ACTIVE))):
                 ready = 0
@@ -95,7 +98,11 @@ class World:
                         c.scheduler_address = i.address
                     else:
                         ready += i.state == "ready"
-                c.activity = {"workers": ready, "tasks": 1, "clients": 1, "idle_seconds": 0}
+                seen = ready + sum(i.aws_id in self.silent and i.state == "ready"
+                                   for i in c.instances if i.role == "worker")
+                if self.scheduler_sees is not None:
+                    seen = self.scheduler_sees
+                c.activity = {"workers": seen, "tasks": 1, "clients": 1, "idle_seconds": 0}
             s.commit()
 
     # --- what the user and the invariants see ------------------------------------------------
