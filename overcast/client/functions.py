@@ -23,7 +23,8 @@ def list_clusters(account: str | None = None, *, api: Api | None = None) -> dict
 
 
 def delete_cluster(name: str, account: str | None = None, *, api: Api | None = None) -> dict:
-    """Ask the control plane to stop cluster `name`; returns at once (state `stopping`)."""
+    """Ask the control plane to stop cluster `name`; returns at once (`desired_state`
+    `stopped`; `state` becomes `stopping` on the control plane's next pass)."""
     api = api or Api()
     slug = api.account(account)
     return api.request("DELETE", Api.clusters_path(slug, name))

@@ -180,6 +180,8 @@ class ClusterMachine:
                 notify(session, cluster.account_id, "spot-interrupted",
                        f"Spot {row.role} {row.aws_id} was interrupted by AWS; replacing it",
                        level="warning", cluster=cluster)
+            elif (info is None or info.state in AWS_GONE) and row.desired_state == "stopped":
+                row.state, row.reason = "terminated", "scaled down"  # removed, as asked
             elif info is None or info.state in AWS_GONE:
                 row.state, row.reason = "failed", row.reason or "the instance was terminated"
                 notify(session, cluster.account_id, "instance-lost",
