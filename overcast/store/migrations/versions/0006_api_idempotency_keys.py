@@ -1,14 +1,14 @@
 """idempotency_keys: a cluster create's Idempotency-Key per account, and the cluster it made
 
 Revision ID: 0006_api
-Revises: 0006_iam
+Revises: 0007
 Create Date: 2026-11-30 22:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006_api'
-down_revision = '0006_iam'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
