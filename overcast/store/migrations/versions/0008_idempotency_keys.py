@@ -1,13 +1,13 @@
 """idempotency_keys: a cluster create's Idempotency-Key per account, and the cluster it made
 
-Revision ID: 0006_api
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-30 22:45:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_api'
+revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None
