@@ -171,3 +171,28 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime)
     user: Mapped[User] = relationship()
+
+
+class SoftwareEnvironment(Base):
+    """A named, versioned package spec of an account; each version is one row.
+
+    `lock_hash` (sha256 of the lock text) is the content address: the image tag, so two
+    versions (or two accounts' package syncs) with the same lock share one image build.
+    """
+
+    __tablename__ = "software_environments"
+    __table_args__ = (UniqueConstraint("account_id", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"kind": "pip"|"requirements"|...}
+    lock_text: Mapped[str | None] = mapped_column(Text)
+    lock_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    image_uri: Mapped[str | None] = mapped_column(String(512))
+    # pending > building > ready | error (a --container image is "ready" once checked)
+    build_state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from overcast import crypto, options
 from overcast.security import generate_cluster_tls
 from overcast.server.auth import AccountAccess, db_session, hash_token, member_of
+from overcast.server.services import envs
 from overcast.server.views import cluster_view
 from overcast.store.models import Backend, Cluster
 from overcast.store.notify import notify
@@ -35,6 +36,10 @@ class ClusterCreate(BaseModel):
     worker_vm_types: list[str] | None = None
     idle_timeout: str | float | None = None
     no_client_timeout: str | float | None = None
+    # A named software environment, or the client's packages (package sync); see
+    # docs/software-environments.md. Neither: the VM image's own packages.
+    software: str | None = None
+    package_sync: dict[str, Any] | None = None
 
 
 class ScaleRequest(BaseModel):
@@ -97,9 +102,15 @@ def create_cluster(body: ClusterCreate, request: Request,
     if taken is not None:
         raise HTTPException(409, f"A cluster named {name!r} is already {taken.state}: "
                                  f"pick another name or stop it first.")
+    try:
+        software = envs.for_cluster(session, account, body.software, body.package_sync)
+    except envs.EnvError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
     token = secrets.token_urlsafe(32)
     tls = generate_cluster_tls(name)
-    cluster = Cluster(account_id=account.id, name=name, options=opts.to_dict(),
+    cluster = Cluster(account_id=account.id, name=name,
+                      options=opts.to_dict() | ({"software": software} if software else {}),
                       region=opts.region, zone=opts.zone, n_workers=n_workers,
                       token_hash=hash_token(token), token_encrypted=crypto.encrypt(token),
                       tls_encrypted=crypto.encrypt(json.dumps(asdict(tls))))
