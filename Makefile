@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3.11
 
-.PHONY: demo test unit e2e lint bench clean browser postgres
+.PHONY: demo test unit e2e lint bench clean browser postgres registry
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -14,7 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) registry
 	$(VENV)/bin/overcast demo
 
 lint: $(STAMP)
@@ -26,6 +26,17 @@ browser:
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+# The local cloud's registries (ECR's data plane, the Docker Hub stand-in) are Debian's
+# docker-registry (Distribution) servers; without it the local cloud runs without them.
+REGISTRY := /usr/bin/docker-registry
+registry:
+	@test -x $(REGISTRY) || { \
+	  deny=; if [ ! -e /usr/sbin/policy-rc.d ]; then deny=1; \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; \
+	  rc=$$?; if [ -n "$$deny" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
 # The tests start a throwaway PostgreSQL server of their own (tests/pgserver.py) from Debian's
 # package; installing it must not start the package's own cluster, hence policy-rc.d (101 = no).
@@ -42,10 +53,10 @@ postgres:
 unit: $(STAMP) postgres
 	$(VENV)/bin/pytest tests/unit -q
 
-e2e: $(STAMP) browser postgres
+e2e: $(STAMP) browser postgres registry
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint browser postgres
+test: lint browser postgres registry
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 bench: $(STAMP)

@@ -73,6 +73,7 @@ class Backend(Base):
     firewall: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     registry_type: Mapped[str] = mapped_column(String(16), default="ecr")
     registry_username: Mapped[str | None] = mapped_column(String(128))
+    registry_repository: Mapped[str | None] = mapped_column(String(255))  # Docker Hub's
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet, JSON inside
     key_id_masked: Mapped[str | None] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(64))  # role mode; not a secret

@@ -108,6 +108,10 @@ class Stack:
             operator = json.loads(keys.read_text())
             self.server_env.update(AWS_ACCESS_KEY_ID=operator["access_key_id"],
                                    AWS_SECRET_ACCESS_KEY=operator["secret_access_key"])
+        cloud = json.loads((self.home / "run" / "localcloud.json").read_text())
+        hub = (cloud.get("registries") or {}).get("docker_hub")
+        if hub:  # the local cloud's Docker Hub stand-in
+            self.server_env["OVERCAST_DOCKER_HUB_URL"] = hub
         self.server = Proc("server", cli("server", "--port", str(self.server_port)),
                            self.server_env, self.home)
         wait_for(lambda: httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200,

@@ -32,7 +32,7 @@ ALIASES = {"region": "aws_region", "access_key_id": "aws_access_key_id",
            "role_arn": "aws_role_arn"}
 KNOWN = {"backend", "aws_region", "aws_access_key_id", "aws_secret_access_key",
          "aws_session_token", "aws_role_arn", "zone", "firewall", "registry_type",
-         "registry_username", "registry_access_token"}
+         "registry_username", "registry_access_token", "registry_repository"}
 
 
 class BackendConfigError(Exception):
@@ -99,6 +99,7 @@ def configure_backend(session: Session, account: Account, params: dict[str, Any]
     session.add(backend)
     backend.kind, backend.region, backend.zone, backend.firewall = "aws", region, zone, firewall
     backend.registry_type, backend.registry_username = registry["type"], registry["username"]
+    backend.registry_repository = registry["repository"]
     backend.registry_secret_encrypted = (crypto.encrypt(registry["token"])
                                          if registry["token"] else None)
     backend.credentials_encrypted = crypto.encrypt(json.dumps(creds))
@@ -124,6 +125,7 @@ def reset_backend(session: Session, account: Account) -> Backend:
                                  409)
     backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", None, None
     backend.registry_type, backend.registry_username = "ecr", None
+    backend.registry_repository = None
     backend.credentials_encrypted = backend.registry_secret_encrypted = None
     backend.key_id_masked = backend.role_arn = None
     backend.state, backend.reason, backend.updated_at = "ready", None, utcnow()
@@ -180,9 +182,19 @@ def _registry(p: dict[str, Any]) -> dict[str, Any]:
     if kind == "docker_hub" and not (user and token):
         raise BackendConfigError("Docker Hub needs registry_username and registry_access_token "
                                  "(an access token from hub.docker.com, not your password).")
+    repository = None
     if kind == "ecr":
         user = token = None  # ECR uses the AWS credentials
-    return {"type": kind, "username": user, "token": token}
+    else:  # a real /v2/ login now: a wrong token is refused here, naming the registry
+        from overcast.backends import dockerhub
+
+        repository = p.get("registry_repository") or f"{str(user).lower()}/overcast"
+        try:
+            dockerhub.check_repository(repository)
+            dockerhub.check_login(user, token, repository)
+        except dockerhub.RegistryLoginError as exc:
+            raise BackendConfigError(str(exc)) from None
+    return {"type": kind, "username": user, "token": token, "repository": repository}
 
 
 def _credentials(session: Session, account: Account, p: dict[str, Any],

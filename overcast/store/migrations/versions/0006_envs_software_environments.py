@@ -1,4 +1,5 @@
-"""software environments: named, versioned package specs, their lock and image
+"""software environments: named, versioned package specs, their lock and image;
+the Docker Hub repository of a backend
 
 Revision ID: 0006_envs
 Revises: 0005
@@ -14,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('backends') as batch:  # the Docker Hub repository to push to
+        batch.add_column(sa.Column('registry_repository', sa.String(length=255), nullable=True))
     op.create_table(
         'software_environments',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -43,3 +46,5 @@ def downgrade() -> None:
     op.drop_index('ix_software_environments_lock_hash', 'software_environments')
     op.drop_index('ix_software_environments_account_id', 'software_environments')
     op.drop_table('software_environments')
+    with op.batch_alter_table('backends') as batch:
+        batch.drop_column('registry_repository')
