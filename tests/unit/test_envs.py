@@ -210,3 +210,40 @@ def test_env_not_configured_exits_3(runner):
                      ["env", "create", "x", "--pip", "six"]):
             result = runner.invoke(cli, args)
             assert result.exit_code == 3, (args, result.output)
+
+
+# -- version skew ------------------------------------------------------------------------------
+def versions(**pkgs):
+    return {"packages": {"python": "3.11.7", "dask": "2026.8.0", "distributed": "2026.8.0",
+                         "cloudpickle": "3.1.3", **pkgs}}
+
+
+def test_skew_none_when_equal_table_when_different_refused_on_major():
+    from overcast.client import skew
+
+    same = {"scheduler": versions(), "workers": {"w1": versions()}}
+    assert skew.check(versions(), same) is None
+    minor = {"scheduler": versions(cloudpickle="3.1.2"), "workers": {"w1": versions()}}
+    table = skew.check(versions(), minor)
+    assert "cloudpickle" in table and "3.1.2" in table and "dask " not in table
+    major = {"scheduler": versions(distributed="2025.1.0"), "workers": {}}
+    with pytest.raises(skew.VersionSkewError, match="major version of distributed"):
+        skew.check(versions(), major)
+
+
+# -- the build plan ----------------------------------------------------------------------------
+def test_build_script_pushes_the_lock_hash_tag_and_keeps_tokens_off_argv():
+    from overcast.envs import build
+
+    text = "# python 3.11\nsix==1.16.0\n"
+    plan = build.BuildPlan(lock.lock_hash(text), text, "127.0.0.1:5000/1/alice", "ecr",
+                           "127.0.0.1:5000", region="us-east-1")
+    script = build.build_script(plan)
+    assert plan.image_uri.endswith(":" + lock.lock_hash(text))
+    assert "six==1.16.0" in script and f"docker push {plan.image_uri}" in script
+    assert "--password-stdin" in script and "reused" in script
+    hub = build.BuildPlan(plan.lock_hash, text, "docker.io/team/envs", "docker_hub",
+                          "docker.io", username="team")
+    assert "cat /etc/overcast/registry-token | docker login" in build.build_script(hub)
+    with pytest.raises(NotImplementedError, match="builder instance"):
+        build.build_environment(plan)
