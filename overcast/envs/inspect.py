@@ -14,7 +14,7 @@ from collections.abc import Sequence
 REQUIRED = ("dask", "distributed")
 # Run by the image's own python3: versions of the required packages and of Python.
 _PROBE = ("import json, sys\nfrom importlib import metadata\nout = {'python': "
-          "'%d.%d.%d' % sys.version_info[:3]}\nfor n in %r:\n    try:\n"
+          "'.'.join(map(str, sys.version_info[:3]))}\nfor n in PACKAGES:\n    try:\n"
           "        out[n] = metadata.version(n)\n    except metadata.PackageNotFoundError:\n"
           "        out[n] = None\nprint(json.dumps(out))\n")
 TIMEOUT = 120.0
@@ -28,7 +28,8 @@ def probe(image: str, docker: Sequence[str] = ("docker",), timeout: float = TIME
           packages: Sequence[str] = REQUIRED + ("cloudpickle",)) -> dict[str, str | None]:
     """{"python": "3.11.2", "dask": "2026.8.0" | None, ...} from a run of the image."""
     cmd = [*docker, "run", "--rm", "--network", "host", "--entrypoint", "python3",
-           "--label", "overcast.envs.probe=1", image, "-c", _PROBE % (tuple(packages),)]
+           "--label", "overcast.envs.probe=1", image, "-c",
+           _PROBE.replace("PACKAGES", repr(tuple(packages)))]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     if done.returncode != 0:

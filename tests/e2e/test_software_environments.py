@@ -76,7 +76,8 @@ def registry_push(base: str, auth: tuple[str, str], path: str, tag: str) -> str:
             start = http.post(f"/v2/{path}/blobs/uploads/")
             assert start.status_code == 202, start.text
             location = start.headers["Location"]
-            put = http.put(location, params={"digest": digest}, content=blob,
+            sep = "&" if "?" in location else "?"  # keep the upload's own _state query
+            put = http.put(f"{location}{sep}digest={digest}", content=blob,
                            headers={"Content-Type": "application/octet-stream"})
             assert put.status_code == 201, put.text
             digests[key] = (digest, len(blob))
@@ -160,23 +161,33 @@ def test_docker_hub_token_is_checked_at_backend_setup_and_never_shown(stack):
     hub = json.loads((stack.home / "run" / "localcloud-dockerhub.json").read_text())
     host = hub["url"].split("://")[1]
     headers = {"Authorization": f"Bearer {stack.token}"}
-    url = f"{stack.url}/api/v1/accounts/{stack.account}/backend"
-    body = {"backend": "aws", "aws_region": "us-east-1", "aws_access_key_id": "AKIAEXAMPLE0000000",
-            "aws_secret_access_key": "x" * 40, "registry_type": "docker_hub",
-            "registry_username": hub["username"], "registry_repository": "overcast/envs"}
+    # A team account of its own: the shared account's backend stays the hosted default.
+    team = httpx.post(f"{stack.url}/api/v1/teams", headers=headers, timeout=10,
+                      json={"name": f"hub-{secrets.token_hex(3)}"}).json()["slug"]
+    url = f"{stack.url}/api/v1/accounts/{team}/backend"
+    body = {"backend": "aws", "aws_region": "us-east-1",
+            "aws_access_key_id": "AKIAEXAMPLE0000000", "aws_secret_access_key": "x" * 40,
+            "registry_type": "docker_hub", "registry_username": hub["username"],
+            "registry_repository": "overcast/envs"}
     wrong = httpx.put(url, headers=headers, timeout=30,
                       json=body | {"registry_access_token": "dckr_pat_wrong"})
     assert wrong.status_code == 400 and host in wrong.json()["detail"]
     assert "dckr_pat_wrong" not in wrong.text
-    right = httpx.put(url, headers=headers, timeout=30,
-                      json=body | {"registry_access_token": hub["token"]})
-    # The registry accepted the token; what fails now is the (made-up) AWS key.
-    assert right.status_code in (400, 403) and host not in right.json()["detail"]
-    texts = [right.text, httpx.get(url, headers=headers, timeout=10).text,
-             httpx.get(f"{stack.url}/api/v1/accounts/{stack.account}/notifications",
-                       headers=headers, timeout=10).text]
-    texts += [p.read_text(errors="replace") for p in stack.home.glob("*.log")]
-    assert not any(hub["token"] in t for t in texts)
+    assert httpx.get(url, headers=headers, timeout=10).json()["kind"] == "hosted"
+    try:
+        right = httpx.put(url, headers=headers, timeout=30,
+                          json=body | {"registry_access_token": hub["token"]})
+        assert right.status_code == 200, right.text
+        doc = right.json()
+        assert (doc["registry_type"], doc["registry_repository"]) == ("docker_hub",
+                                                                     "overcast/envs")
+        texts = [right.text, httpx.get(url, headers=headers, timeout=10).text,
+                 httpx.get(f"{stack.url}/api/v1/accounts/{team}/notifications",
+                           headers=headers, timeout=10).text]
+        texts += [p.read_text(errors="replace") for p in stack.home.rglob("*.log")]
+        assert not any(hub["token"] in t for t in texts)
+    finally:
+        httpx.delete(url, headers=headers, timeout=30)
 
 
 # -- --container images ------------------------------------------------------------------------
@@ -213,8 +224,18 @@ def test_container_images_without_dask_are_refused_naming_what_is_missing(tmp_pa
             message = str(err.value)
             assert "no dask and no distributed" in message and image in message
             assert "3.11" in message
+            # An image without Python at all: named as such.
+            with tarfile.open(tmp_path / "empty.tar", "w") as tar:
+                info = tarfile.TarInfo("hello.txt")
+                tar.addfile(info, io.BytesIO(b""))
+            subprocess.run([*docker, "import", "--change", f"LABEL {LABEL}=1",
+                            str(tmp_path / "empty.tar"), image + "-bare"], check=True,
+                           capture_output=True, timeout=60)
+            with pytest.raises(inspect.ImageRefused, match="has no python3"):
+                inspect.check_image(image + "-bare", docker)
         finally:
-            subprocess.run([*docker, "rmi", "-f", image], capture_output=True, timeout=60)
+            subprocess.run([*docker, "rmi", "-f", image, image + "-bare"], capture_output=True,
+                           timeout=60)
 
 
 # -- version skew ------------------------------------------------------------------------------
