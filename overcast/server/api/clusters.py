@@ -119,6 +119,9 @@ def create_cluster(body: ClusterCreate, request: Request,
     notify(session, account.id, "cluster-requested",
            f"Cluster requested: {n_workers} worker(s) in {opts.region}"
            + (f" zone {opts.zone}" if opts.zone else ""), cluster=cluster)
+    if software:
+        level, message = envs.cluster_note(software)
+        notify(session, account.id, "cluster-software", message, level=level, cluster=cluster)
     session.commit()
     wake(request)
     return cluster_view(cluster)

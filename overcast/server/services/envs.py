@@ -171,3 +171,13 @@ def for_cluster(session: Session, account: Account, software: str | None,
         return None
     return {"name": row.name, "version": row.version, "lock_hash": row.lock_hash,
             "image_uri": row.image_uri, "build_state": row.build_state}
+
+
+def cluster_note(software: dict[str, Any]) -> tuple[str, str]:
+    """(level, message) of the notification a cluster's environment gets at request time."""
+    what = f"Software environment {software['name']} v{software['version']}"
+    if software["build_state"] == "ready":
+        return "info", f"{what}: image {software['image_uri']}"
+    # Until builder instances land, a cluster runs the VM image's own packages; say so.
+    return "warning", (f"{what} has no image yet ({software['build_state']}): this version "
+                       f"runs the VM image's packages; see docs/software-environments.md")
