@@ -270,3 +270,19 @@ def test_version_skew_is_shown_before_any_task(stack, tmp_path):
     assert "cloudpickle" in table and "3.1.2" in table and "3.1.3" in table
     # the table comes before the first task's result
     assert "RESULT 2" in done.stdout
+
+
+def test_registries_run_and_stop_with_the_local_cloud(tmp_path, monkeypatch):
+    from overcast.localcloud.main import LocalCloud
+    from tests.e2e.stack import free_port
+
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
+    cloud = LocalCloud(port=free_port(), imds_port=free_port(), seed=False, write_state=False)
+    try:
+        servers = [cloud.registries.ecr, cloud.registries.hub]
+        assert all(s is not None and s.status() == 401 for s in servers)
+        assert cloud.registries.hub.status("overcast", cloud.registries.hub_token) == 200
+    finally:
+        cloud.stop()
+    assert all(s.status() is None for s in servers)  # nothing answers any more
+    assert not any(s._dir.exists() for s in servers)  # storage removed
