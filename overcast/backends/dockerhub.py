@@ -49,12 +49,14 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def check_login(user: str, token: str, repository: str, url: str | None = None) -> None:
-    """Raise RegistryLoginError unless `user` + `token` may push to `repository`."""
+def check_login(user: str, token: str, repository: str, url: str | None = None, *,
+                transport: httpx.BaseTransport | None = None) -> None:
+    """Raise RegistryLoginError unless `user` + `token` may push to `repository`.
+    (`transport` is for tests.)"""
     url = (url or registry_url()).rstrip("/")
     name = registry_host(url)
     try:
-        with httpx.Client(timeout=TIMEOUT) as http:
+        with httpx.Client(timeout=TIMEOUT, transport=transport) as http:
             first = http.get(url + "/v2/")
             if first.status_code == 200:
                 return  # an open registry (no auth at all)

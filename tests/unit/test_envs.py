@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dask.config
 import pytest
 from click.testing import CliRunner
@@ -247,3 +249,52 @@ def test_build_script_pushes_the_lock_hash_tag_and_keeps_tokens_off_argv():
     assert "cat /etc/overcast/registry-token | docker login" in build.build_script(hub)
     with pytest.raises(NotImplementedError, match="builder instance"):
         build.build_environment(plan)
+
+
+# -- registries --------------------------------------------------------------------------------
+def test_image_exists_by_lock_hash_tag(ctx):
+    from overcast.backends.aws import registry
+
+    assert registry.image_exists(ctx, "alice", "a" * 64) is False  # no repository yet
+    registry.ensure_ecr_repository(ctx, "alice")
+    manifest = json.dumps({"schemaVersion": 2, "mediaType":
+                           "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {}, "layers": []})
+    ctx.client("ecr").put_image(repositoryName="alice", imageManifest=manifest,
+                                imageTag="a" * 64)
+    assert registry.image_exists(ctx, "alice", "a" * 64) is True
+    assert registry.image_exists(ctx, "alice", "b" * 64) is False
+
+
+def hub_transport(good: tuple[str, str]):
+    """Docker Hub's Bearer flow: /v2/ challenges, the token service checks the login."""
+    import base64
+
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(401, headers={"WWW-Authenticate": (
+                'Bearer realm="https://auth.test/token",service="registry.test"')})
+        if request.url.host == "auth.test":
+            sent = request.headers.get("Authorization", "")
+            ok = sent == "Basic " + base64.b64encode(":".join(good).encode()).decode()
+            assert request.url.params["scope"] == "repository:team/envs:push,pull"
+            return httpx.Response(200, json={"token": "t"}) if ok else httpx.Response(401)
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handler)
+
+
+def test_docker_hub_bearer_login():
+    from overcast.backends import dockerhub
+
+    transport = hub_transport(("team", "dckr_pat_good"))
+    dockerhub.check_login("team", "dckr_pat_good", "team/envs", "https://hub.test",
+                          transport=transport)
+    with pytest.raises(dockerhub.RegistryLoginError) as err:
+        dockerhub.check_login("team", "dckr_pat_bad", "team/envs", "https://hub.test",
+                              transport=transport)
+    assert "hub.test" in str(err.value) and "dckr_pat_bad" not in str(err.value)
+    with pytest.raises(dockerhub.RegistryLoginError, match="namespace/name"):
+        dockerhub.check_repository("NoSlash")
