@@ -35,20 +35,34 @@ def local_origin(dist: metadata.Distribution) -> str | None:
     return url if editable or url.startswith("file:") else None
 
 
+def name_version(dist: metadata.Distribution) -> tuple[str | None, str]:
+    """From the `name-version.dist-info` folder's name when it is one (as pip writes it),
+    else from METADATA: parsing ~150 METADATA files costs ~0.4 s per cluster request."""
+    folder = getattr(dist, "_path", None)
+    stem = getattr(folder, "name", "")
+    if stem.endswith(".dist-info"):
+        parts = stem[: -len(".dist-info")].split("-")
+        if len(parts) == 2 and all(parts):
+            return parts[0], parts[1]
+    return dist.metadata.get("Name"), dist.version
+
+
 def collect() -> dict[str, Any]:
     """The package_sync spec body: {"python", "packages": [...], "local": [...]}."""
     packages: dict[str, str] = {}
     local: dict[str, dict[str, str]] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name, version = name_version(dist)
         if not name or canonical_name(name) in SKIP:
             continue
         key = canonical_name(name)
+        if key in packages or key in local:
+            continue  # the first on sys.path wins, as for imports
         origin = local_origin(dist)
         if origin:
-            local[key] = {"name": key, "version": dist.version, "url": origin}
-        elif key not in packages:  # the first on sys.path wins, as for imports
-            packages[key] = dist.version
+            local[key] = {"name": key, "version": version, "url": origin}
+        else:
+            packages[key] = version
     return {"python": f"{sys.version_info.major}.{sys.version_info.minor}",
             "packages": [{"name": n, "version": v} for n, v in sorted(packages.items())],
             "local": sorted(local.values(), key=lambda x: x["name"])}
