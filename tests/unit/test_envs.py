@@ -298,3 +298,24 @@ def test_docker_hub_bearer_login():
     assert "hub.test" in str(err.value) and "dckr_pat_bad" not in str(err.value)
     with pytest.raises(dockerhub.RegistryLoginError, match="namespace/name"):
         dockerhub.check_repository("NoSlash")
+
+
+def test_local_installs_are_recognised(tmp_path):
+    from importlib import metadata
+
+    def dist(name, direct_url=None):
+        folder = tmp_path / f"{name}-1.0.dist-info"
+        folder.mkdir()
+        (folder / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        if direct_url is not None:
+            (folder / "direct_url.json").write_text(json.dumps(direct_url))
+        return metadata.PathDistribution(folder)
+
+    assert packagesync.name_version(dist("plain")) == ("plain", "1.0")
+    assert packagesync.local_origin(dist("plain2")) is None
+    editable = dist("mylib", {"url": "file:///src/mylib", "dir_info": {"editable": True}})
+    assert packagesync.local_origin(editable) == "file:///src/mylib"
+    wheel = dist("fromwheel", {"url": "file:///tmp/x.whl", "archive_info": {}})
+    assert packagesync.local_origin(wheel) == "file:///tmp/x.whl"
+    vcs = dist("fromgit", {"url": "https://example.com/x.git", "vcs_info": {"vcs": "git"}})
+    assert packagesync.local_origin(vcs) is None  # a builder can fetch that
