@@ -2,14 +2,14 @@
 the Docker Hub repository of a backend
 
 Revision ID: 0006_envs
-Revises: 0005
+Revises: 0006_iam
 Create Date: 2026-11-30 23:10:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006_envs'
-down_revision = '0005'
+down_revision = '0006_iam'  # chained after main's 0006_iam (landed first)
 branch_labels = None
 depends_on = None
 
