@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from overcast import crypto, tags
-from overcast.backends.aws import instances
-from overcast.backends.aws.instances import InstanceInfo, LaunchSpec
+from overcast.backends.base import InstanceInfo, LaunchSpec
 from overcast.bootconfig import BootConfig
 from overcast.options import ClusterOptions
 from overcast.reconciler.contexts import Target
@@ -35,8 +34,9 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
                       worker_resources=resources)
 
 
-def launch(target: Target, infra: Infra, cluster: Cluster, row: Instance, image_id: str,
-           control_plane: str, opts: ClusterOptions, security_group_id: str) -> InstanceInfo:
+def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instance,
+           image_id: str, control_plane: str, opts: ClusterOptions,
+           security_group_id: str) -> InstanceInfo:
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
@@ -46,4 +46,4 @@ def launch(target: Target, infra: Infra, cluster: Cluster, row: Instance, image_
         instance_profile=infra.instance_profile,
         user_data=boot_config(cluster, row, control_plane, opts).to_user_data(),
         tags=instance_tags(cluster, row), spot=row.spot, client_token=client_token(cluster, row))
-    return instances.launch(target.ctx, spec)
+    return provider.launch(target.ctx, [spec])[0]
