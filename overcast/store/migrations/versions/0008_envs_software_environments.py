@@ -1,15 +1,15 @@
 """software environments: named, versioned package specs, their lock and image;
 the Docker Hub repository of a backend
 
-Revision ID: 0006_envs
-Revises: 0006_iam
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30 23:10:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_envs'
-down_revision = '0006_iam'  # chained after main's 0006_iam (landed first)
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
