@@ -44,7 +44,7 @@ class Registries:
         self.hub_token: str | None = None
         self._write_state = write_state
         if shutil.which(BINARY) is None:
-            log.warning("%s is not installed: no registries (`make registry` installs it)",
+            log.warning("%s is not installed: no registries (`make engine` installs it)",
                         BINARY)
             return
         password = secrets.token_urlsafe(24)

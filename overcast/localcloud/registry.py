@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -44,13 +45,36 @@ def htpasswd_line(user: str, password: str) -> str:
     return f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=6)).decode()}"
 
 
+def _die_with_parent() -> None:
+    """SIGTERM the registry when the process that started it dies (Linux prctl), so a killed
+    local cloud (even SIGKILL) leaves no registry running."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def drop_stale_storage() -> None:
+    """Storage of registries whose process is gone (their local cloud was killed)."""
+    for folder in Path(tempfile.gettempdir()).glob("overcast-registry-*"):
+        try:
+            pid = int((folder / "registry.pid").read_text())
+            os.kill(pid, 0)
+            continue  # still serving
+        except (OSError, ValueError):
+            pass
+        if time.time() - folder.stat().st_mtime > 60:  # not one being started right now
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class RegistryServer:
     """A registry at `self.host` ("127.0.0.1:PORT") that only `users` may use."""
 
     def __init__(self, name: str, users: dict[str, str], host: str = "127.0.0.1") -> None:
         if shutil.which(BINARY) is None:
             raise RegistryError(f"{BINARY} is not installed: `apt-get install docker-registry` "
-                                f"(`make registry` does it).")
+                                f"(`make engine` does it).")
+        drop_stale_storage()
         self.name = name
         self.users = dict(users)
         self._dir = Path(tempfile.mkdtemp(prefix=f"overcast-registry-{name}-"))
@@ -71,7 +95,9 @@ class RegistryServer:
         self._log = open(self._dir / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
         self._proc: subprocess.Popen | None = subprocess.Popen(
             [BINARY, "serve", str(self._dir / "config.yml")], stdout=self._log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent)
+        (self._dir / "registry.pid").write_text(str(self._proc.pid))
         try:
             self._wait_ready()
         except BaseException:

@@ -284,3 +284,43 @@ def test_registries_run_and_stop_with_the_local_cloud(tmp_path, monkeypatch):
         cloud.stop()
     assert all(s.status() is None for s in servers)  # nothing answers any more
     assert not any(s._dir.exists() for s in servers)  # storage removed
+
+
+def test_a_killed_local_cloud_leaves_no_registry(tmp_path):
+    """SIGKILL of `overcast local-cloud`: its registries die with it (PR_SET_PDEATHSIG)."""
+    import time
+
+    from tests.e2e.stack import Stack
+
+    stack = Stack(tmp_path)
+    urls: list[str] = []
+    try:
+        stack.start_cloud()
+        info = json.loads((tmp_path / "run" / "localcloud.json").read_text())
+        urls = list(info["registries"].values())
+        assert all(httpx.get(u + "/v2/", timeout=5).status_code == 401 for u in urls)
+        stack.cloud.kill9()
+        deadline = time.monotonic() + 20
+
+        def down(url: str) -> bool:
+            try:
+                httpx.get(url + "/v2/", timeout=1)
+                return False
+            except httpx.TransportError:
+                return True
+
+        while not all(down(u) for u in urls):
+            assert time.monotonic() < deadline, "a registry outlived its local cloud"
+            time.sleep(0.2)
+    finally:
+        stack.stop()
+        # Their storage stays until the next local cloud drops it; this test removes its own.
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        hosts = [u.split("://")[1] for u in urls]
+        for folder in Path(tempfile.gettempdir()).glob("overcast-registry-*"):
+            config = folder / "config.yml"
+            if config.exists() and any(h in config.read_text() for h in hosts):
+                shutil.rmtree(folder, ignore_errors=True)
