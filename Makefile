@@ -53,7 +53,7 @@ engine:
 	    docker.io mmdebstrap docker-registry; \
 	  rc=$$?; if [ -n "$$deny" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
-unit: $(STAMP) postgres
+unit: $(STAMP) postgres engine
 	$(VENV)/bin/pytest tests/unit -q
 
 e2e: $(STAMP) browser postgres engine

@@ -24,6 +24,7 @@ for command in (up, down, status, server, cluster, notifications, demo):
     cli.add_command(command)
 cli.add_command(__import__("overcast.cli.setup_cmd", fromlist=["setup"]).setup)
 cli.add_command(__import__("overcast.cli.login_cmd", fromlist=["login"]).login)
+cli.add_command(__import__("overcast.cli.env_cmd", fromlist=["env"]).env)
 
 try:
     from overcast.cli.localcloud_cmd import local_cloud

@@ -156,6 +156,9 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
                    "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_ACCESS_KEY_ID": operator["access_key_id"],
                    "AWS_SECRET_ACCESS_KEY": operator["secret_access_key"]}
+            hub = (lc_info.get("registries") or {}).get("docker_hub")
+            if hub:  # the local cloud's Docker Hub stand-in (the registry's endpoint setting)
+                env["OVERCAST_DOCKER_HUB_URL"] = hub
             srv.proc = _spawn("server", ["server", "--host", "127.0.0.1", "--port", str(port)],
                               env)
         else:

@@ -9,6 +9,12 @@ from overcast.client.backend import (  # noqa: E402
     set_backend_options,
 )
 from overcast.client.cluster import Cluster  # noqa: E402
+from overcast.client.envs import (  # noqa: E402
+    create_software_environment,
+    delete_software_environment,
+    get_software_environment,
+    list_software_environments,
+)
 from overcast.client.errors import (  # noqa: E402
     ApiError,
     ClusterStartError,
@@ -32,10 +38,14 @@ __all__ = [
     "NotFound",
     "OvercastError",
     "ServerUnreachable",
+    "create_software_environment",
     "delete_cluster",
+    "delete_software_environment",
     "get_backend_options",
     "get_logs",
     "get_notifications",
+    "get_software_environment",
     "list_clusters",
+    "list_software_environments",
     "set_backend_options",
 ]

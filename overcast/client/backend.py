@@ -33,6 +33,7 @@ def set_backend_options(
     registry_type: str = "ecr",
     registry_username: str | None = None,
     registry_access_token: str | None = None,
+    registry_repository: str | None = None,
     s3_read: list[str] | None = None,
     wait: bool = False,
     timeout: float = 1800.0,
@@ -62,7 +63,8 @@ def set_backend_options(
             "aws_session_token": aws_session_token, "aws_role_arn": aws_role_arn,
             "zone": zone, "firewall": firewall, "registry_type": registry_type,
             "registry_username": registry_username,
-            "registry_access_token": registry_access_token, "s3_read": s3_read}
+            "registry_access_token": registry_access_token, "s3_read": s3_read,
+            "registry_repository": registry_repository}
     doc = api.request("PUT", backend_path(slug),
                       json={k: v for k, v in body.items() if v is not None})
     return wait_for_backend(slug, timeout, api=api) if wait else doc

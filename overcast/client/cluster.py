@@ -92,6 +92,7 @@ class Cluster(_DaskCluster):
         worker_vm_types: list[str] | None = None,
         idle_timeout: str | None = None,
         no_client_timeout: str | None = None,
+        software: str | None = None,
         wait_for_workers: bool | float | None = None,
         start_timeout: str | float | None = None,
         shutdown_on_close: bool = True,
@@ -128,6 +129,8 @@ class Cluster(_DaskCluster):
         for what in ("idle_timeout", "no_client_timeout"):  # "" or "1e400": refused here
             if self._options[what] is not None:
                 options.check_duration(self._options[what], what)
+        # None: package sync (the client's installed packages); a name: that environment.
+        self._software = software
         self._wait_for = workers_to_wait_for(config.get("wait-for-workers", wait_for_workers),
                                              self._n_workers)
         self._start_timeout = config.seconds("start-timeout", start_timeout)
@@ -175,7 +178,7 @@ class Cluster(_DaskCluster):
             info = await self._find_existing()
             if info is None:
                 body = {"name": self._requested_name, "n_workers": self._n_workers,
-                        **self._options}
+                        **self._options, **self._software_request()}
                 self._create_sent = True
                 info = await self._api.arequest(
                     "POST", Api.clusters_path(self._account), json=body,
@@ -264,6 +267,32 @@ class Cluster(_DaskCluster):
         if self._wait_for:
             # The control plane saw the workers; wait until the scheduler lists them too.
             await self._wait_for_workers(self._wait_for, timeout=max(self._start_timeout, 30))
+        await self._check_versions()
+
+    def _software_request(self) -> dict[str, Any]:
+        if self._software:
+            return {"software": self._software}
+        from overcast.client import packagesync
+
+        return {"package_sync": packagesync.collect()}
+
+    async def _check_versions(self) -> None:
+        """Show a table of version differences before any task runs; refuse a major
+        mismatch of distributed (skew.VersionSkewError, the cluster is then stopped)."""
+        from overcast.client import skew
+
+        # What distributed's Client.get_versions asks: the scheduler, then every worker.
+        scheduler = await self.scheduler_comm.versions()
+        workers = await self.scheduler_comm.broadcast(msg={"op": "versions"},
+                                                      on_error="ignore")
+        table = skew.check(skew.client_versions(),
+                           {"scheduler": scheduler, "workers": workers or {}})
+        if table:
+            self._note(table)
+            logger.warning("%s", table)
+            import sys
+
+            print(table, file=sys.stderr)
 
     async def _abandon(self) -> None:
         """Delete the cluster if this object created it (once, even if called twice)."""

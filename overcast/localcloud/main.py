@@ -19,6 +19,7 @@ from overcast.localcloud import motofixes, motoimages, motoserver
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.imds import MetadataService
+from overcast.localcloud.registries import Registries
 from overcast.localcloud.runner import DEFAULT_COMMAND, Runner, WakeOnPost
 
 log = logging.getLogger("overcast.localcloud")
@@ -77,7 +78,9 @@ class LocalCloud:
         self.timings: dict[str, float] = {}
         self.enforce_iam = enforce_iam
         self._write_state = write_state
+        self.registries: Registries | None = None
         try:
+            self.registries = Registries(write_state)  # ECR's data plane, Docker Hub's stand-in
             if seed:
                 self.timings = seeding.seed(self.endpoint, all_regions=False)
                 log.info("seeded in %s", {k: round(v, 2) for k, v in self.timings.items()})
@@ -87,6 +90,8 @@ class LocalCloud:
         except BaseException:
             self.runner.stop()  # its fork server is already running
             self.imds.stop()
+            if self.registries is not None:
+                self.registries.stop()
             raise
         # Real keys for the operator: under IAM enforcement only IAM-made keys sign requests.
         self.operator_keys = write_operator_keys() if write_state else create_operator_user()
@@ -97,7 +102,8 @@ class LocalCloud:
             path = state_file()
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
-                                       "pid": os.getpid(), "enforce_iam": enforce_iam}))
+                                       "pid": os.getpid(), "enforce_iam": enforce_iam,
+                                       "registries": self.registries.state()}))
             tmp.replace(path)
 
     def _wake_runner(self) -> None:
@@ -122,6 +128,8 @@ class LocalCloud:
         self._stopped.set()
         self.runner.stop()
         self.imds.stop()
+        if self.registries is not None:
+            self.registries.stop()
         self._moto.stop()
         if self.enforce_iam:
             motoserver.set_enforce_iam(False)

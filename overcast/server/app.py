@@ -18,6 +18,7 @@ from overcast.server import web
 from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, me, notifications, tokens
 from overcast.server.api import backend as backend_api
+from overcast.server.api import envs as envs_api
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
 from overcast.server.usage import LastUsed
@@ -61,6 +62,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     api.include_router(backend_api.router)
     api.include_router(accounts.router)
     api.include_router(tokens.router)
+    api.include_router(envs_api.router)
     app.include_router(api)
     web.install(app)  # the dashboard's pages, same app
     return app

@@ -61,11 +61,13 @@ def notification_view(row: Notification) -> dict[str, Any]:
 
 def backend_view(row: Backend | None, resources: list[BackendResource]) -> dict[str, Any]:
     base = {"kind": "hosted", "region": "us-east-1", "zone": None, "firewall": None,
-            "registry_type": "ecr", "registry_username": None, "aws_access_key_id": None,
+            "registry_type": "ecr", "registry_username": None, "registry_repository": None,
+            "aws_access_key_id": None,
             "state": "ready", "reason": None}
     if row is not None:
         base.update(kind=row.kind, region=row.region, zone=row.zone, firewall=row.firewall,
                     registry_type=row.registry_type, registry_username=row.registry_username,
+                    registry_repository=row.registry_repository,
                     aws_access_key_id=row.key_id_masked, state=row.state, reason=row.reason)
     base["resources"] = [{"kind": r.kind, "aws_id": r.aws_id, "zone": r.zone,
                           "region": r.region, "state": r.state} for r in resources]

@@ -75,6 +75,7 @@ class Backend(Base):
     firewall: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     registry_type: Mapped[str] = mapped_column(String(16), default="ecr")
     registry_username: Mapped[str | None] = mapped_column(String(128))
+    registry_repository: Mapped[str | None] = mapped_column(String(255))  # Docker Hub's
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet, JSON inside
     key_id_masked: Mapped[str | None] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(64))  # role mode; not a secret
@@ -211,3 +212,28 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the request body
     cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SoftwareEnvironment(Base):
+    """A named, versioned package spec of an account; each version is one row.
+
+    `lock_hash` (sha256 of the lock text) is the content address: the image tag, so two
+    versions (or two accounts' package syncs) with the same lock share one image build.
+    """
+
+    __tablename__ = "software_environments"
+    __table_args__ = (UniqueConstraint("account_id", "name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"kind": "pip"|"requirements"|...}
+    lock_text: Mapped[str | None] = mapped_column(Text)
+    lock_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    image_uri: Mapped[str | None] = mapped_column(String(512))
+    # pending > building > ready | error (a --container image is "ready" once checked)
+    build_state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -110,6 +110,10 @@ class Stack:
         operator = self.operator_keys()
         self.server_env.update(AWS_ACCESS_KEY_ID=operator["access_key_id"],
                                AWS_SECRET_ACCESS_KEY=operator["secret_access_key"])
+        cloud = json.loads((self.home / "run" / "localcloud.json").read_text())
+        hub = (cloud.get("registries") or {}).get("docker_hub")
+        if hub:  # the local cloud's Docker Hub stand-in
+            self.server_env["OVERCAST_DOCKER_HUB_URL"] = hub
         extra = ("--deployment-id", self.deployment_id) if self.deployment_id else ()
         self.server = Proc(name, cli("server", "--port", str(self.server_port), *extra),
                            self.server_env, self.home)

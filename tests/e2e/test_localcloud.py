@@ -97,7 +97,8 @@ def state(cloud: LocalCloud, instance_id: str, region: str = "us-east-1") -> str
 
 def test_state_file(cloud):
     assert read_state() == {"endpoint": cloud.endpoint, "imds": cloud.imds_url,
-                            "pid": os.getpid(), "enforce_iam": False}
+                            "pid": os.getpid(), "enforce_iam": False,
+                            "registries": cloud.registries.state()}
 
 
 def test_instance_boots_with_user_data_and_role_credentials(cloud):

@@ -69,8 +69,13 @@ def test_refusals_name_the_problem(tmp_path, monkeypatch):
 
 
 def test_configure_stores_encrypted_and_masks(tmp_path, monkeypatch):
+    from overcast.localcloud.registry import RegistryServer
+
     db, slug, _ = database(tmp_path, monkeypatch)
-    with enforced_aws(monkeypatch):
+    # Docker Hub's login is checked for real: a registry server that knows this token.
+    hub = RegistryServer("hub", {"me": "dckr_pat_secret"})
+    monkeypatch.setenv("OVERCAST_DOCKER_HUB_URL", hub.url)
+    with hub, enforced_aws(monkeypatch):
         acct = customer()
         with db.session() as session:
             backend = configure_backend(session, account(session, slug),

@@ -125,6 +125,8 @@ def test_start_connect_compute_scale_close(tls_scheduler):
         assert cluster.name == "quiet-otter" and cluster.state == "running"
         (path, body), = plane.calls("POST")
         assert path == "/accounts/alice/clusters"
+        sync = body.pop("package_sync")  # software=None: the client's packages
+        assert any(p["name"] == "distributed" for p in sync["packages"])
         assert body == {"name": None, "n_workers": 1,
                         "backend_options": {"zone": "us-east-1a"}, "worker_gpu": None,
                         "scheduler_vm_types": None, "worker_vm_types": None,

@@ -76,3 +76,18 @@ def delete_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> 
             raise
         return
     report(Resource("ecr-repository", repo["repository"]["repositoryArn"], None, "deleted"))
+
+
+@wrap
+def image_exists(ctx: AwsContext, slug: str, tag: str) -> bool:
+    """Whether the account's repository has an image tagged `tag` (a lock hash): the check
+    that lets a build be skipped and the image reused."""
+    ecr = ctx.client("ecr")
+    try:
+        found = ecr.describe_images(repositoryName=repository_name(slug),
+                                    imageIds=[{"imageTag": tag}])["imageDetails"]
+    except ClientError as exc:
+        if code_of(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+            return False
+        raise
+    return bool(found)

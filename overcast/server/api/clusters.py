@@ -18,6 +18,7 @@ from overcast import crypto, options
 from overcast.security import generate_cluster_tls
 from overcast.server import idempotency
 from overcast.server.auth import AccountAccess, db_session, hash_token, member_of
+from overcast.server.services import envs
 from overcast.server.views import cluster_view
 from overcast.store.models import Backend, Cluster, IdempotencyKey
 from overcast.store.notify import notify
@@ -37,6 +38,10 @@ class ClusterCreate(BaseModel):
     worker_vm_types: list[str] | None = None
     idle_timeout: str | float | None = None
     no_client_timeout: str | float | None = None
+    # A named software environment, or the client's packages (package sync); see
+    # docs/software-environments.md. Neither: the VM image's own packages.
+    software: str | None = None
+    package_sync: dict[str, Any] | None = None
 
     @field_validator("idle_timeout", "no_client_timeout")
     @classmethod
@@ -116,9 +121,15 @@ def create_cluster(body: ClusterCreate, request: Request, response: Response,
             return replayed(earlier, response)  # a duplicate of this request made it meanwhile
         raise HTTPException(409, f"A cluster named {name!r} is already {taken.state}: "
                                  f"pick another name or stop it first.")
+    try:
+        software = envs.for_cluster(session, account, body.software, body.package_sync)
+    except envs.EnvError as exc:
+        session.rollback()
+        raise HTTPException(exc.status, exc.message) from None
     token = secrets.token_urlsafe(32)
     tls = generate_cluster_tls(name)
-    cluster = Cluster(account_id=account.id, name=name, options=opts.to_dict(),
+    cluster = Cluster(account_id=account.id, name=name,
+                      options=opts.to_dict() | ({"software": software} if software else {}),
                       region=opts.region, zone=opts.zone, n_workers=n_workers,
                       token_hash=hash_token(token), token_encrypted=crypto.encrypt(token),
                       tls_encrypted=crypto.encrypt(json.dumps(asdict(tls))))
@@ -129,6 +140,10 @@ def create_cluster(body: ClusterCreate, request: Request, response: Response,
         notify(session, account.id, "cluster-requested",
                f"Cluster requested: {n_workers} worker(s) in {opts.region}"
                + (f" zone {opts.zone}" if opts.zone else ""), cluster=cluster)
+        if software:
+            level, message = envs.cluster_note(software)
+            notify(session, account.id, "cluster-software", message, level=level,
+                   cluster=cluster)
         session.commit()
     except IntegrityError:
         # The same key raced in from a duplicate of this request and won: answer with its

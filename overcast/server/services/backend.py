@@ -31,7 +31,8 @@ ALIASES = {"region": "aws_region", "access_key_id": "aws_access_key_id",
            "role_arn": "aws_role_arn"}
 KNOWN = {"backend", "aws_region", "aws_access_key_id", "aws_secret_access_key",
          "aws_session_token", "aws_role_arn", "zone", "firewall", "registry_type",
-         "registry_username", "registry_access_token", "s3_read"}
+         "registry_username", "registry_access_token", "s3_read",
+         "registry_repository"}
 NOT_STRINGS = {"firewall": dict, "s3_read": list}  # every other option is a string
 # Formats AWS gives its keys: checked before any AWS call, so a typo or a swapped pair is
 # named as such instead of becoming an opaque signature error.
@@ -108,6 +109,7 @@ def configure_backend(session: Session, account: Account, params: dict[str, Any]
         raise BackendConfigError("Stop this account's clusters before changing its backend.",
                                  409)
     creds, masked, ctx = _credentials(session, account, p, region)
+    _check_registry_login(registry)
     identity = _check_identity(ctx, creds)
     _check_permissions(ctx)
 
@@ -115,6 +117,7 @@ def configure_backend(session: Session, account: Account, params: dict[str, Any]
     session.add(backend)
     backend.kind, backend.region, backend.zone, backend.firewall = "aws", region, zone, firewall
     backend.registry_type, backend.registry_username = registry["type"], registry["username"]
+    backend.registry_repository = registry["repository"]
     backend.registry_secret_encrypted = (crypto.encrypt(registry["token"])
                                          if registry["token"] else None)
     backend.credentials_encrypted = crypto.encrypt(json.dumps(creds))
@@ -141,6 +144,7 @@ def reset_backend(session: Session, account: Account) -> Backend:
                                  409)
     backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", None, None
     backend.registry_type, backend.registry_username = "ecr", None
+    backend.registry_repository = None
     backend.credentials_encrypted = backend.registry_secret_encrypted = None
     backend.key_id_masked = backend.role_arn = None
     backend.s3_read = None
@@ -266,9 +270,31 @@ def _registry(p: dict[str, Any]) -> dict[str, Any]:
     if kind == "docker_hub" and not (user and token):
         raise BackendConfigError("Docker Hub needs registry_username and registry_access_token "
                                  "(an access token from hub.docker.com, not your password).")
+    repository = None
     if kind == "ecr":
         user = token = None  # ECR uses the AWS credentials
-    return {"type": kind, "username": user, "token": token}
+    else:
+        from overcast.backends import dockerhub
+
+        repository = p.get("registry_repository") or f"{str(user).lower()}/overcast"
+        try:
+            dockerhub.check_repository(repository)
+        except dockerhub.RegistryLoginError as exc:
+            raise BackendConfigError(str(exc)) from None
+    return {"type": kind, "username": user, "token": token, "repository": repository}
+
+
+def _check_registry_login(registry: dict[str, Any]) -> None:
+    """Docker Hub: a real /v2/ login (after every input check): a wrong token is refused
+    here, naming the registry, and nothing is stored."""
+    if registry["type"] != "docker_hub":
+        return
+    from overcast.backends import dockerhub
+
+    try:
+        dockerhub.check_login(registry["username"], registry["token"], registry["repository"])
+    except dockerhub.RegistryLoginError as exc:
+        raise BackendConfigError(str(exc)) from None
 
 
 def _credentials(session: Session, account: Account, p: dict[str, Any],
