@@ -300,12 +300,27 @@ def status(as_json: bool) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True)
 @click.option("--record-aws-actions", type=click.Path(dir_okay=False), default=None,
               help="Append every AWS action the control plane calls to this file (JSON lines).")
-def server(host: str, port: int, record_aws_actions: str | None) -> None:
+@click.option("--public-url", default=None, metavar="URL",
+              help="The address VMs reach this control plane at (boot document's "
+                   "control_plane), e.g. https://overcast.example.com. Default: env "
+                   "OVERCAST_PUBLIC_URL, else http(s)://HOST:PORT. See docs/boot-path.md.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM, with its chain).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The private key of --tls-cert (PEM).")
+@click.option("--public-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM CA(s) VMs trust for --public-url (default: the --tls-cert file; "
+                   "without either, the VMs' system CAs).")
+def server(host: str, port: int, record_aws_actions: str | None, public_url: str | None,
+           tls_cert: str | None, tls_key: str | None, public_ca: str | None) -> None:
     """Run the control plane (API, dashboard, reconciler) in the foreground."""
     if record_aws_actions:
         os.environ["OVERCAST_RECORD_AWS_ACTIONS"] = os.path.abspath(record_aws_actions)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("Give --tls-cert and --tls-key together.")
     try:
         from overcast.server.app import serve
     except ImportError as exc:
         fail(f"The control plane cannot be loaded ({exc}); reinstall overcast.")
-    serve(host, port)
+    serve(host, port, public=public_url, tls_cert=tls_cert, tls_key=tls_key,
+          public_ca=public_ca)

@@ -13,8 +13,9 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import iam, logs, network, registry, teardown
+from overcast.backends.aws import iam, instances, logs, network, registry, teardown
 from overcast.backends.aws.errors import AwsError
+from overcast.reconciler import images
 from overcast.reconciler.contexts import ContextFactory
 from overcast.reconciler.infra import LOG_RETENTION_DAYS, InfraCache, recorder
 from overcast.store.db import Database
@@ -73,6 +74,11 @@ class BackendMachine:
         logs.ensure_log_group(target.ctx, slug, retention_days=LOG_RETENTION_DAYS, report=report)
         if backend.registry_type == "ecr":
             registry.ensure_ecr_repository(target.ctx, slug, report=report)
+        # The account's VM image (reconciler/images.py): setup is done once it is available.
+        if not images.ready_for_setup(session, account, target, fallback=lambda: (
+                instances.find_image(target.ctx, owners=[self.contexts.image_owner()]))):
+            session.commit()
+            return
         backend.state, backend.reason = "ready", None
         self.infra.forget(account, region)  # clusters look the new network up
         notify(session, account.id, "backend-ready",

@@ -12,9 +12,12 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from overcast import reachability
 from overcast.backends.aws import firewall, instances
 from overcast.backends.aws.errors import AwsError, CapacityError
 from overcast.options import ClusterOptions
+from overcast.reconciler import images
+from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
@@ -37,9 +40,10 @@ AWS_GONE = ("shutting-down", "terminated", "stopping", "stopped")
 
 class ClusterMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
-                 timeouts: Timeouts) -> None:
+                 timeouts: Timeouts, control_plane_ca: str | None = None) -> None:
         self.contexts, self.infra = contexts, infra
         self.control_plane, self.timeouts = control_plane, timeouts
+        self.control_plane_ca = control_plane_ca
         self._images: dict[tuple, str] = {}
         self.zones = Zones(infra)
 
@@ -65,6 +69,11 @@ class ClusterMachine:
 
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
+        # VMs that could not reach the control plane would only time out: refuse at once.
+        problem = reachability.unreachable_reason(
+            self.control_plane, target.ctx.client("ec2").meta.endpoint_url)
+        if problem:
+            raise PlacementError(problem)
         # Instance types first: a bad one fails the cluster before anything is made for it.
         opts = check_instance_types(target, ClusterOptions.from_dict(cluster.options))
         if opts.worker_gpu != cluster.options.get("worker_gpu"):
@@ -145,7 +154,8 @@ class ClusterMachine:
                        f"Spot {row.role} {row.aws_id} was interrupted by AWS; replacing it",
                        level="warning", cluster=cluster)
             elif info is None or info.state in AWS_GONE:
-                row.state, row.reason = "failed", row.reason or "the instance was terminated"
+                row.state, row.reason = "failed", row.reason or with_console(
+                    target, row.aws_id, "the instance was terminated")
                 notify(session, cluster.account_id, "instance-lost",
                        f"{row.role.capitalize()} {row.aws_id} is gone: {row.reason}",
                        level="warning", cluster=cluster)
@@ -163,7 +173,8 @@ class ClusterMachine:
         stale = self.timeouts.stale_instances(cluster)
         if stale:
             for row in stale:
-                row.state, row.reason = "failed", self.timeouts.stale_reason(row)
+                row.state, row.reason = "failed", with_console(
+                    target, row.aws_id, self.timeouts.stale_reason(row))
                 notify(session, cluster.account_id, "instance-unhealthy",
                        f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
                        cluster=cluster)
@@ -209,10 +220,13 @@ class ClusterMachine:
                 return  # the cluster moved zone: the next pass launches there
 
     def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> bool:
-        image = self._image(target)
+        try:
+            image = self._image(session, cluster, target)
+        except images.WaitingForImage:
+            return False  # the image build's own notifications tell its progress
         try:
             info = launch(target, infra, cluster, row, image, self.control_plane, opts,
-                          cluster.security_group_id)
+                          cluster.security_group_id, self.control_plane_ca)
         except CapacityError as exc:
             if row.spot and opts.spot_on_demand_fallback:
                 row.spot = False
@@ -257,7 +271,13 @@ class ClusterMachine:
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
 
-    def _image(self, target: Target) -> str:
+    def _image(self, session: Session, cluster: Cluster, target: Target) -> str:
+        """The account's built overcast image (reconciler/images.py), else the legacy look-up
+        (to be removed at integration), else a build the cluster waits for."""
+        return images.resolve(session, cluster.account, target,
+                              fallback=lambda: self._legacy_image(target))
+
+    def _legacy_image(self, target: Target) -> str:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._images:
             self._images[key] = instances.find_image(

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from overcast.reconciler.backend import BackendMachine
 from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
+from overcast.reconciler.images import ImageMachine
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.sweeper import Sweeper
 from overcast.reconciler.timeouts import Timeouts
@@ -24,11 +25,13 @@ BUSY = ("pending", "starting", "stopping")
 
 class Reconciler:
     def __init__(self, db: Database, control_plane: str, *, idle_interval: float = 2.0,
-                 busy_interval: float = 0.25) -> None:
+                 busy_interval: float = 0.25, control_plane_ca: str | None = None) -> None:
         self.db = db
         self.contexts = ContextFactory()
         self.infra = InfraCache()
-        self.machine = ClusterMachine(self.contexts, self.infra, control_plane, Timeouts())
+        self.machine = ClusterMachine(self.contexts, self.infra, control_plane, Timeouts(),
+                                      control_plane_ca)
+        self.images = ImageMachine(self.contexts, self.infra, control_plane, control_plane_ca)
         self.sweeper = Sweeper(db, self.contexts)
         self.backends = BackendMachine(self.contexts, self.infra)
         self.idle_interval, self.busy_interval = idle_interval, busy_interval
@@ -72,8 +75,9 @@ class Reconciler:
         return busy
 
     def _backend_pass(self) -> bool:
-        """Customer accounts being set up or torn down; True if any."""
-        return self.backends.run_pass(self.db)
+        """Customer accounts being set up or torn down, and VM image builds; True if any."""
+        busy = self.backends.run_pass(self.db)
+        return self.images.run_pass(self.db) or busy
 
     def run_pass(self) -> bool:
         """One step for every unfinished cluster; True if any is still on its way."""
