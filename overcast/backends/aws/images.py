@@ -42,8 +42,10 @@ class ImageInfo:
 
 
 def image_name(version: str, when: datetime) -> str:
-    """`overcast-agent-<version>-<timestamp>` (AMI names allow no ':')."""
-    return f"{IMAGE_PREFIX}-{version}-{when.strftime('%Y%m%dT%H%M%SZ')}"
+    """`overcast-agent-<version>-<timestamp>` (AMI names allow no ':'; milliseconds, so two
+    builds never share a name, which CreateImage's idempotent look-up goes by)."""
+    return f"{IMAGE_PREFIX}-{version}-{when.strftime('%Y%m%dT%H%M%S')}." \
+           f"{when.microsecond // 1000:03d}Z"
 
 
 def image_tags(account: str, version: str) -> dict[str, str]:
@@ -123,9 +125,15 @@ def create_image(ctx: AwsContext, instance_id: str, name: str, tags: dict[str, s
     return ec2.create_image(
         InstanceId=instance_id, Name=name,
         Description=f"overcast VM image ({tags.get(VERSION_TAG, '')})",
-        TagSpecifications=[{"ResourceType": "image", "Tags": T.as_aws(tags)},
-                           {"ResourceType": "snapshot", "Tags": T.as_aws(tags)}],
+        # Snapshots are tagged once they exist (tag_snapshots): moto cannot tag them here.
+        TagSpecifications=[{"ResourceType": "image", "Tags": T.as_aws(tags)}],
     )["ImageId"]
+
+
+@wrap
+def tag_snapshots(ctx: AwsContext, info: ImageInfo, tags: dict[str, str]) -> None:
+    if info.snapshots:
+        ctx.client("ec2").create_tags(Resources=info.snapshots, Tags=T.as_aws(tags))
 
 
 def _image_info(image: dict[str, Any]) -> ImageInfo:
