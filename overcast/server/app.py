@@ -10,10 +10,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
-from overcast import settings
+from overcast import reachability, settings
 from overcast.reconciler.loop import Reconciler
 from overcast.server import web
-from overcast import reachability
 from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.logs import LogReader
@@ -64,7 +63,8 @@ def public_url(host: str, port: int, given: str | None, tls: bool) -> str:
     """The URL VMs use: `--public-url`, else env OVERCAST_PUBLIC_URL, else the bind address."""
     if given or os.environ.get("OVERCAST_PUBLIC_URL"):
         return (given or os.environ["OVERCAST_PUBLIC_URL"]).rstrip("/")
-    return f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    bind = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"{'https' if tls else 'http'}://{bind}:{port}"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8600, *, public: str | None = None,

@@ -52,7 +52,8 @@ def test_not_an_overcast_document() -> None:
 def _boot() -> BootConfig:
     return BootConfig(control_plane="https://cp.example.com", cluster_id=3, cluster_token="tok",
                       role="worker", log_group="acme", region="us-east-1",
-                      control_plane_ca="-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n",
+                      control_plane_ca="-----BEGIN CERTIFICATE-----\nAAA\n"
+                                       "-----END CERTIFICATE-----\n",
                       shutdown_after_unreachable=60.0)
 
 
