@@ -66,8 +66,9 @@ def test_https_control_plane_and_an_agent_trusting_its_ca(tmp_path):
     cert, key = self_signed(tmp_path)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
-    env = {**os.environ, "OVERCAST_HOME": str(tmp_path), "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {**os.environ, "OVERCAST_HOME": str(tmp_path), "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y"}
     server = Proc("tls-server", cli("server", "--port", str(port), "--tls-cert", cert,
                                     "--tls-key", key, "--public-url", url), env, tmp_path)
     try:
