@@ -4,7 +4,7 @@ import pytest
 
 from overcast.reachability import unreachable_reason
 
-pytestmark = pytest.mark.timeout(10)
+pytestmark = pytest.mark.timeout(60)
 AWS = "https://ec2.us-east-1.amazonaws.com"
 LOCAL = "http://127.0.0.1:4599"
 
@@ -33,3 +33,32 @@ def test_routable_urls_are_accepted(url: str) -> None:
                                  "http://"])
 def test_nonsense_refused_even_locally(url: str) -> None:
     assert "--public-url" in unreachable_reason(url, LOCAL)
+
+
+def test_a_cluster_is_refused_before_anything_is_made(aws, tmp_path, monkeypatch):
+    """In-process moto answers as AWS (its endpoint is amazonaws.com): a loopback public URL
+    fails the cluster at once, naming the setting, with nothing created in AWS."""
+    import boto3
+
+    from overcast import crypto
+    from overcast.options import ClusterOptions
+    from overcast.reconciler.clusters import ClusterMachine
+    from overcast.reconciler.contexts import ContextFactory
+    from overcast.reconciler.infra import InfraCache
+    from overcast.reconciler.timeouts import Timeouts
+    from overcast.store.models import Cluster
+    from tests.unit.backend_fixtures import account, database
+
+    db, slug, _ = database(tmp_path, monkeypatch)
+    machine = ClusterMachine(ContextFactory(), InfraCache(), "http://127.0.0.1:8600", Timeouts())
+    with db.session() as session:
+        cluster = Cluster(account_id=account(session, slug).id, name="c", region="us-east-1",
+                          n_workers=1, token_hash="x" * 64, token_encrypted=crypto.encrypt("t"),
+                          tls_encrypted=crypto.encrypt("{}"), options=ClusterOptions().to_dict())
+        session.add(cluster)
+        session.commit()
+        machine.step(session, cluster)
+        assert cluster.state == "stopping" and cluster.final_state == "error"
+        assert "--public-url" in cluster.reason and "127.0.0.1:8600" in cluster.reason
+    assert boto3.client("ec2", region_name="us-east-1").describe_vpcs(Filters=[
+        {"Name": "tag:overcast:managed", "Values": ["true"]}])["Vpcs"] == []
