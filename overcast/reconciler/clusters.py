@@ -223,7 +223,11 @@ class ClusterMachine:
         try:
             image = self._image(session, cluster, target)
         except images.WaitingForImage:
-            return False  # the image build's own notifications tell its progress
+            # The build's own notifications tell its progress; the start timeout counts
+            # from when the image is there.
+            cluster.started_at = utcnow()
+            session.commit()
+            return False
         try:
             info = launch(target, infra, cluster, row, image, self.control_plane, opts,
                           cluster.security_group_id, self.control_plane_ca)

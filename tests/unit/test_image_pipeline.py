@@ -190,3 +190,18 @@ def test_bad_region_is_400_and_members_only(world):
     assert world["api"].post("/api/v1/accounts/nobody/images", json={}).status_code == 404
     with world["db"].session() as session:
         assert session.scalars(select(Image)).all() == []
+
+
+def test_a_failed_boot_quotes_the_console(ctx):
+    from overcast.reconciler.console import with_console
+
+    ec2 = ctx.client("ec2")
+    stock = ec2.describe_images()["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=stock, MinCount=1, MaxCount=1,
+                            InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+    target = Target(ctx, tags.OPERATOR, True)
+    reason = with_console(target, iid, "its agent did not report within 180 s of launch")
+    console = aws_images.console_output(ctx, iid)
+    assert console and reason.startswith("its agent did not report") and console in reason
+    assert with_console(target, None, "gone") == "gone"
+    assert with_console(target, "i-0123456789abcdef0", "gone") == "gone"  # no console: as is
