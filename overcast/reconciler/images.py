@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import shlex
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ BOOTSTRAP = Path(overcast.__file__).parent / "agent" / "bootstrap.sh"
 OK_MARKER = "overcast-bootstrap: OK"
 FAILED_MARKER = "overcast-bootstrap: FAILED"
 BUILD_TIMEOUT = 30 * 60.0  # seconds a builder may take from launch to its report
+POLL_INTERVAL = 5.0  # seconds between looks at a builder's console or a pending AMI
 
 
 class WaitingForImage(AwsError):
@@ -132,10 +134,23 @@ def builder_user_data(row: Image, control_plane: str, token: str, ca: str | None
 
 class ImageMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
-                 control_plane_ca: str | None = None, build_timeout: float = BUILD_TIMEOUT):
+                 control_plane_ca: str | None = None, build_timeout: float = BUILD_TIMEOUT,
+                 poll_interval: float = POLL_INTERVAL):
         self.contexts, self.infra = contexts, infra
         self.control_plane, self.control_plane_ca = control_plane, control_plane_ca
-        self.build_timeout = build_timeout
+        self.build_timeout, self.poll_interval = build_timeout, poll_interval
+        self._next_poll: dict[int, float] = {}  # build id -> monotonic time of its next look
+
+    def _due(self, row: Image) -> bool:
+        """Waiting on AWS (a builder's console, CreateImage) is polled every poll_interval,
+        not on every pass; a builder's report is acted on at once."""
+        if row.state == "building" and row.reported:
+            return True
+        now = time.monotonic()
+        if now < self._next_poll.get(row.id, 0.0):
+            return False
+        self._next_poll[row.id] = now + self.poll_interval
+        return True
 
     def run_pass(self, db: Database) -> bool:
         """One step for every unfinished build; True if any."""
@@ -161,9 +176,9 @@ class ImageMachine:
             target = self.target(session, row)
             if row.state == "pending":
                 self._launch(session, row, target)
-            elif row.state == "building":
+            elif row.state == "building" and self._due(row):
                 self._watch(session, row, target)
-            elif row.state == "creating":
+            elif row.state == "creating" and self._due(row):
                 self._finish(session, row, target)
         except AwsError as exc:
             if exc.retryable:

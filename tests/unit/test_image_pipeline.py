@@ -38,7 +38,7 @@ def world(aws, tmp_path, monkeypatch):
     db, slug, token = database(tmp_path, monkeypatch)
     client = TestClient(create_app(db, run_reconciler=False))
     client.headers["Authorization"] = f"Bearer {token}"
-    machine = images.ImageMachine(ContextFactory(), InfraCache(), PUBLIC)
+    machine = images.ImageMachine(ContextFactory(), InfraCache(), PUBLIC, poll_interval=0)
     return {"db": db, "slug": slug, "api": client, "machine": machine, "ec2": ec2,
             "stock": stock}
 
