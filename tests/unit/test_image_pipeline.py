@@ -205,3 +205,18 @@ def test_a_failed_boot_quotes_the_console(ctx):
     assert console and reason.startswith("its agent did not report") and console in reason
     assert with_console(target, None, "gone") == "gone"
     assert with_console(target, "i-0123456789abcdef0", "gone") == "gone"  # no console: as is
+
+
+def test_only_site_admins_build_the_shared_hosted_image(world):
+    from overcast.server.auth import issue_token
+    from overcast.server.bootstrap import create_user
+
+    with world["db"].session() as session:
+        bob = create_user(session, "bob")
+        token = issue_token(session, bob)
+        session.commit()
+    res = world["api"].post("/api/v1/accounts/bob/images", json={},
+                            headers={"Authorization": f"Bearer {token}"})
+    assert res.status_code == 403 and "site admin" in res.json()["detail"]
+    assert world["api"].get("/api/v1/accounts/bob/images",
+                            headers={"Authorization": f"Bearer {token}"}).json() == []

@@ -38,9 +38,10 @@ def build_image(request: Request, body: BuildRequest | None = None,
                 access: AccountAccess = Depends(admin_of),
                 session: Session = Depends(db_session)) -> dict:
     try:
-        view = service.start_build(session, access.account, (body or BuildRequest()).region)
+        view = service.start_build(session, access.account, (body or BuildRequest()).region,
+                                   user=access.user)
     except service.ImageRequestError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise HTTPException(exc.status, str(exc)) from None
     wake(request)
     return view
 

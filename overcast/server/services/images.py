@@ -15,11 +15,15 @@ from overcast import tags
 from overcast.options import OptionError, check_region
 from overcast.reconciler.images import request_build
 from overcast.server.views import iso
-from overcast.store.models import Account, Backend, Image
+from overcast.store.models import Account, Backend, Image, User
 
 
 class ImageRequestError(ValueError):
-    """Bad input for a build; the message says what to change."""
+    """A build that cannot be asked for; the message says what to change."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def image_view(row: Image) -> dict[str, Any]:
@@ -49,8 +53,19 @@ def list_images(session: Session, account: Account, limit: int = 50) -> list[dic
     return [image_view(r) for r in rows]
 
 
-def start_build(session: Session, account: Account, region: str | None = None) -> dict:
+def may_build(session: Session, account: Account, user: User) -> bool:
+    """An own AWS backend's admins build its image; the hosted (operator's) image, shared
+    by every hosted account, is built on first use or by a site admin."""
+    return user.is_admin or scope_for(session, account)[0] != tags.OPERATOR
+
+
+def start_build(session: Session, account: Account, region: str | None = None,
+                user: User | None = None) -> dict:
     scope, default_region = scope_for(session, account)
+    if user is not None and not may_build(session, account, user):
+        raise ImageRequestError("The hosted VM image is shared by every hosted account: it is "
+                                "built on first use, or by a site admin of this control plane.",
+                                status=403)
     try:
         region = check_region(region or default_region)
     except OptionError as exc:

@@ -45,7 +45,9 @@ def current_backend(session: Session, page: Page) -> dict[str, Any]:
 def account_context(session: Session, page: Page, **extra: Any) -> dict[str, Any]:
     return {"backend": current_backend(session, page), "members": members_view(page.access.account),
             "policies": {name: policy_text(name) for name in POLICY_NAMES},
-            "images": image_service.list_images(session, page.access.account, limit=5), **extra}
+            "images": image_service.list_images(session, page.access.account, limit=5),
+            "may_build_image": image_service.may_build(session, page.access.account,
+                                                       page.access.user), **extra}
 
 
 def wake(request: Request) -> None:
@@ -113,12 +115,12 @@ def build_image(request: Request, form: dict = Depends(checked_form),
                 session: Session = Depends(db_session)) -> Response:
     """Start a VM image build (the same service as `overcast image build`)."""
     try:
-        image_service.start_build(session, page.access.account)
+        image_service.start_build(session, page.access.account, user=page.access.user)
     except image_service.ImageRequestError as exc:
         session.rollback()
         return render(request, "account.html",
                       account_context(session, page, image_error=str(exc)), page=page,
-                      status=400)
+                      status=exc.status)
     wake(request)
     return RedirectResponse(f"/a/{page.access.account.slug}/account#images", 303)
 
