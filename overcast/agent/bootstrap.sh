@@ -194,10 +194,11 @@ say "step clean"
 python3 -c 'import json,sys,time; json.dump({"version": sys.argv[1], "container_runtime":
     sys.argv[2], "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     open(sys.argv[3], "w"))' "$OVERCAST_VERSION" "$RUNTIME" "$ETC/image.json"
-# Nothing of this build in the image: its token, its boot state (an instance of the image
-# runs its own user data again), package caches.
+# Nothing of this build in the image: its token, package caches. (cloud-init's own state
+# stays: an instance of the image has a new instance id, so cloud-init runs its user data;
+# `cloud-init clean` here would make the builder run this script again when CreateImage
+# reboots it.)
 rm -f $ETC/build.env $ETC/boot.json
-if command -v cloud-init >/dev/null 2>&1; then cloud-init clean --logs || true; fi
 rm -rf /var/lib/apt/lists/* /root/.cache/pip
 
 STEP="report"

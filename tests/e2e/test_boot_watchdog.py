@@ -45,7 +45,9 @@ def test_vms_power_off_when_the_control_plane_is_unreachable(stack, aws):
             time.sleep(0.25)
         took = time.monotonic() - killed
         assert live_aws_instances(aws, created["id"]) == set(), "VMs still running"
-        assert took >= 3.0  # not before the setting says
+        # Not before the setting says: 3 s after the last answer, which came at most one
+        # heartbeat interval (2 s) before the kill.
+        assert took >= 1.0, took
         for inst in _instances(aws, ids):
             assert inst["State"]["Name"] == "terminated"
             assert inst["StateReason"]["Code"].startswith("Client.InstanceInitiatedShutdown")
