@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3.11
 
-.PHONY: demo test unit e2e lint bench clean browser
+.PHONY: demo test unit e2e lint bench clean browser postgres
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -27,13 +27,25 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
-unit: $(STAMP)
+# The tests start a throwaway PostgreSQL server of their own (tests/pgserver.py) from Debian's
+# package; installing it must not start the package's own cluster, hence policy-rc.d (101 = no).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+PG_INITDB := /usr/lib/postgresql/*/bin/initdb
+postgres:
+	@ls $(PG_INITDB) >/dev/null 2>&1 || { \
+	  deny=; if [ ! -e /usr/sbin/policy-rc.d ]; then deny=1; \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  rc=$$?; if [ -n "$$deny" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
+
+unit: $(STAMP) postgres
 	$(VENV)/bin/pytest tests/unit -q
 
-e2e: $(STAMP) browser
+e2e: $(STAMP) browser postgres
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint browser
+test: lint browser postgres
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
 bench: $(STAMP)

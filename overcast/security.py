@@ -8,7 +8,9 @@ certificate signed by *that cluster's* CA, so a certificate of another cluster (
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -19,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 if TYPE_CHECKING:  # importing distributed costs ~0.5 s; the server only needs generate_cluster_tls
     from distributed import Security
 
+IPAddress = IPv4Address | IPv6Address
 VALIDITY = datetime.timedelta(days=365)
 # Certificates start slightly in the past so a VM whose clock lags the control plane accepts them.
 CLOCK_SKEW = datetime.timedelta(minutes=10)
@@ -80,6 +83,7 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     ekus: list[x509.ObjectIdentifier],
     now: datetime.datetime,
+    ips: Sequence[IPAddress] = (),
 ) -> x509.Certificate:
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
@@ -106,7 +110,8 @@ def _leaf(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NODE_DNS_NAME)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(NODE_DNS_NAME), *(x509.IPAddress(ip) for ip in ips)]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
@@ -174,6 +179,25 @@ def generate_cluster_tls(cluster_name: str) -> ClusterTLS:
         client_cert=_cert_pem(client_cert),
         client_key=_key_pem(client_key),
     )
+
+
+def issue_dashboard_cert(
+    ca_cert_pem: str, ca_key_pem: str, cluster_name: str, ips: Sequence[IPAddress]
+) -> tuple[str, str]:
+    """(certificate, key) PEM for a scheduler's HTTPS dashboard, valid for its IP addresses.
+
+    The node certificate names no address (it is made before the VM exists); a browser or
+    client that trusts the cluster's CA checks the dashboard's address against these SANs.
+    """
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the cluster's CA key is not an EC key")
+    key = _key()
+    cert = _leaf(subject=_name(f"overcast {cluster_name} dashboard", cluster_name), key=key,
+                 ca_cert=ca_cert, ca_key=ca_key, ekus=[ExtendedKeyUsageOID.SERVER_AUTH],
+                 now=datetime.datetime.now(datetime.UTC), ips=ips)
+    return _cert_pem(cert), _key_pem(key)
 
 
 def dask_security(ca_cert: str, cert: str, key: str) -> Security:

@@ -131,6 +131,11 @@ class ControlPlane:
         data = await self._call("GET", "/tls")
         return NodeTLS(ca_cert=data["ca_cert"], cert=data["cert"], key=data["key"])
 
+    async def dashboard_cert(self, ips: list[str]) -> tuple[str, str]:
+        """(cert, key) PEM for the scheduler's HTTPS dashboard, naming these addresses."""
+        data = await self._call("POST", "/dashboard-cert", {"ips": ips})
+        return data["cert"], data["key"]
+
     async def scheduler_address(self) -> str | None:
         data = await self._call("GET", "/scheduler") or {}
         # Workers prefer the scheduler's private address when the control plane has it: on EC2,

@@ -18,9 +18,11 @@ from distributed import Scheduler, Security, Worker
 from distributed.core import Status
 from distributed.metrics import time as dask_time
 
+from overcast.agent import dashboard_gate
 from overcast.agent.control import ControlPlane, ControlPlaneError, NodeTLS
 from overcast.agent.imds import InstanceIdentity
 from overcast.bootconfig import BootConfig
+from overcast.dashboardcred import dashboard_token
 from overcast.security import dask_security
 
 logger = logging.getLogger("overcast.agent")
@@ -86,28 +88,36 @@ def scheduler_metrics(s: Scheduler) -> dict[str, Any]:
     }
 
 
-async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: Security) -> Node:
+async def start_scheduler(boot: BootConfig, ident: InstanceIdentity, security: Security,
+                          dashboard_tls: tuple[str, str] | None = None) -> Node:
+    """The scheduler; its dashboard serves HTTPS with `dashboard_tls` (cert, key PEM), else
+    with the node certificate."""
     local_ip = ident.local_ipv4
     public_ip = ident.public_ipv4 or local_ip
     # Bind the private address (on EC2 the public IP is NATed to it, and is not on any interface;
     # in the local cloud both are this instance's own 127.B.x.y).
-    scheduler = OvercastScheduler(
-        host=local_ip,
-        port=boot.scheduler_port,
-        protocol="tls",
-        # The HTTP server listens now; the bokeh dashboard is attached after "ready" (see
-        # attach_dashboard): importing bokeh costs ~1 s, a third of a scheduler's start.
-        dashboard=False,
-        dashboard_address=f"{local_ip}:{boot.dashboard_port}",
-        security=security,
-    )
+    # The dashboard's HTTP server serves HTTPS with the node certificate (the cluster's CA signs
+    # it) and answers only requests with the cluster's dashboard token (dashboard_gate).
+    cert, key = dashboard_tls or (security.tls_scheduler_cert, security.tls_scheduler_key)
+    with dashboard_gate.https_config(cert, key):
+        scheduler = OvercastScheduler(
+            host=local_ip,
+            port=boot.scheduler_port,
+            protocol="tls",
+            # The HTTP server listens now; the bokeh dashboard is attached after "ready" (see
+            # attach_dashboard): importing bokeh costs ~1 s, a third of a scheduler's start.
+            dashboard=False,
+            dashboard_address=f"{local_ip}:{boot.dashboard_port}",
+            security=security,
+        )
+    dashboard_gate.install(scheduler, dashboard_token(boot.cluster_token))
     await scheduler
     logger.info("dask scheduler listening at %s", scheduler.address)
     return Node(
         server=scheduler,
         role="scheduler",
         address=f"tls://{public_ip}:{boot.scheduler_port}",
-        dashboard_address=f"http://{public_ip}:{boot.dashboard_port}/status",
+        dashboard_address=f"https://{public_ip}:{boot.dashboard_port}/status",
         internal_address=f"tls://{local_ip}:{boot.scheduler_port}",
     )
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from overcast import bootconfig
 from overcast.agent import logship
-from overcast.agent.control import ControlPlane
+from overcast.agent.control import ControlPlane, ControlPlaneError
 from overcast.agent.imds import IMDSClient, InstanceIdentity
 from overcast.bootconfig import BootConfig
 
@@ -140,14 +140,17 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
 async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlane) -> Node:
     loop = asyncio.get_running_loop()
     # Import distributed (~0.5 s of CPU) in a thread while the TLS request is on the wire.
-    tls, dp = await asyncio.gather(
+    calls: list[Awaitable[Any]] = [
         control.tls(),
         loop.run_in_executor(None, importlib.import_module, "overcast.agent.dask_process"),
-    )
+    ]
+    if boot.role == "scheduler":  # its dashboard's HTTPS certificate, naming this VM's addresses
+        calls.append(_dashboard_cert(control, ident))
+    tls, dp, *dashboard_tls = await asyncio.gather(*calls)
     logship.route_distributed_logs()
     security = dp.node_security(tls)
     if boot.role == "scheduler":
-        node = await dp.start_scheduler(boot, ident, security)
+        node = await dp.start_scheduler(boot, ident, security, dashboard_tls[0])
     else:
         logger.info("waiting for the scheduler's address")
         address = await dp.wait_for_scheduler(control)
@@ -159,6 +162,17 @@ async def _start(boot: BootConfig, ident: InstanceIdentity, control: ControlPlan
         raise
     logger.info("reported ready: %s", node.address)
     return node
+
+
+async def _dashboard_cert(control: ControlPlane, ident: InstanceIdentity) -> tuple[str, str] | None:
+    """A certificate naming this VM's addresses; without one (a control plane that does not
+    issue them) the dashboard still serves HTTPS, with the node certificate."""
+    ips = list(dict.fromkeys(ip for ip in (ident.local_ipv4, ident.public_ipv4) if ip))
+    try:
+        return await control.dashboard_cert(ips)
+    except ControlPlaneError as exc:
+        logger.warning("no dashboard certificate (%s); using the node certificate", exc)
+        return None
 
 
 async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> T | None:

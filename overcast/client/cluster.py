@@ -28,6 +28,7 @@ from overcast.client.api import Api
 from overcast.client.errors import ApiError, ClusterStartError, NotFound, ServerUnreachable
 from overcast.client.logs import format_events
 from overcast.client.progress import StartProgress
+from overcast.dashboardcred import redact
 
 logger = logging.getLogger("overcast.client")
 
@@ -377,7 +378,8 @@ class Cluster(_DaskCluster):
     def __repr__(self) -> str:
         return (f"Cluster(name={self.name!r}, account={self._account!r}, state={self.state!r}, "
                 f"workers={self._info.get('workers_ready', 0)}/{self._n_workers}, "
-                f"dashboard={self.dashboard_link or None!r})")
+                # repr() ends up in logs and tracebacks: the link without its credential.
+                f"dashboard={redact(self.dashboard_link) if self.dashboard_link else None!r})")
 
     def _repr_html_(self, cluster_status: Any = None) -> str:
         link = self.dashboard_link

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from overcast import crypto
+from overcast.dashboardcred import dashboard_token, link_with_token
 from overcast.store.models import Backend, BackendResource, Cluster, Instance, Notification
 
 LIVE_INSTANCE_STATES = ("requested", "launched", "booting", "ready")
@@ -20,14 +22,26 @@ def instance_view(row: Instance) -> dict[str, Any]:
             "last_heartbeat": iso(row.last_heartbeat)}
 
 
+def dashboard_link(row: Cluster, with_credential: bool) -> str | None:
+    """The dask dashboard's link; with its token only in a cluster's detail for its account's
+    members (every caller of a detail view has checked membership). The stored link never
+    holds the token: it is derived from the encrypted cluster token when shown."""
+    if not row.dashboard_link or not with_credential:
+        return row.dashboard_link
+    return link_with_token(row.dashboard_link, dashboard_token(crypto.decrypt(row.token_encrypted)))
+
+
 def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
+    """A cluster's JSON: with `with_instances` its detail (instances, the dashboard's
+    credential), else the short form of lists and list streams."""
     workers = [i for i in row.instances if i.role == "worker"]
     view = {
         "id": row.id, "name": row.name, "account": row.account.slug, "state": row.state,
         "reason": row.reason, "n_workers": row.n_workers,
         "workers_ready": sum(1 for i in workers if i.state == "ready"),
         "region": row.region, "zone": row.zone,
-        "scheduler_address": row.scheduler_address, "dashboard_link": row.dashboard_link,
+        "scheduler_address": row.scheduler_address,
+        "dashboard_link": dashboard_link(row, with_credential=with_instances),
         "options": row.options, "created_at": iso(row.created_at),
         "started_at": iso(row.started_at), "stopped_at": iso(row.stopped_at),
         "last_activity_at": iso(row.last_activity_at),  # when the scheduler last had tasks

@@ -22,7 +22,18 @@ def make_engine(url: str | None = None) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    url = postgres_driver(url)
+    # A PostgreSQL that does not answer fails a connect in seconds, not at the TCP timeout.
+    args = {"connect_timeout": 10} if url.startswith("postgresql+psycopg") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=args)
+
+
+def postgres_driver(url: str) -> str:
+    """PostgreSQL through psycopg 3 (the driver we ship), whichever way the URL names it."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -1,4 +1,8 @@
-"""One local cloud and one control plane per test run, shared by the e2e tests."""
+"""One local cloud and one control plane per test run (and store), shared by the e2e tests.
+
+Test modules marked `@pytest.mark.stores("sqlite", "postgresql")` run once per store: `stack`
+is then the SQLite stack or a second one whose control plane keeps its data in PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,58 @@ from overcast.store.db import Database
 from tests.e2e.helpers import environ
 from tests.e2e.stack import Stack
 
+STORES = ("sqlite", "postgresql")
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stores(*names): run the module once per control-plane "
+                                       "store (sqlite, postgresql)")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("stores")
+    if marker is None:
+        return
+    for name in ("stack", "store"):  # `store` for modules that build a stack of their own
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, marker.args or STORES, indirect=True, scope="module")
+            return
+
+
+@pytest.fixture(scope="module")
+def store(request):
+    """The store a `stores`-marked module runs on this time ("sqlite" unless parametrized)."""
+    return getattr(request, "param", "sqlite")
+
+
+def _started_stack(tmp_path_factory, database_url: str | None):
     home = tmp_path_factory.mktemp("overcast-home")
-    stack = Stack(home)
+    stack = Stack(home, database_url=database_url)
     with environ(OVERCAST_HOME=str(home)):
         try:
             stack.start_cloud()
             stack.start_server()
-            stack.account, stack.token = ensure_first_user(
-                "e2e-user", Database(f"sqlite:///{home / 'overcast.db'}"))
+            stack.account, stack.token = ensure_first_user("e2e-user",
+                                                           Database(stack.database_url))
             yield stack
         finally:
             stack.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(tmp_path_factory):
+    yield from _started_stack(tmp_path_factory, None)
+
+
+@pytest.fixture(scope="session")
+def postgresql_stack(tmp_path_factory, postgres):
+    yield from _started_stack(tmp_path_factory, postgres.create_database("e2e_stack"))
+
+
+@pytest.fixture(scope="module")
+def stack(request):
+    """The shared stack: SQLite, or per `stores` parameter the PostgreSQL one."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_stack")
 
 
 @pytest.fixture
@@ -43,3 +85,4 @@ def aws(stack):
         return boto3.client(service, region_name=region, endpoint_url=stack.endpoint,
                             aws_access_key_id="test", aws_secret_access_key="test")
     return client
+

@@ -73,8 +73,11 @@ def wait_for(check, timeout: float, what: str, proc: Proc | None = None):
 class Stack:
     """One local cloud + one control plane sharing an OVERCAST_HOME."""
 
-    def __init__(self, home: Path, extra_cloud_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, home: Path, extra_cloud_args: tuple[str, ...] = (),
+                 database_url: str | None = None) -> None:
         self.home = home
+        # The control plane's store: SQLite in the home (the default), or a PostgreSQL URL.
+        self.database_url = database_url or f"sqlite:///{home / 'overcast.db'}"
         self.cloud_port, self.imds_port, self.server_port = free_port(), free_port(), free_port()
         self.endpoint = f"http://127.0.0.1:{self.cloud_port}"
         self.url = f"http://127.0.0.1:{self.server_port}"
@@ -83,7 +86,7 @@ class Stack:
         self.server_env = {
             **self.base_env, "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_ACCESS_KEY_ID": "overcast-operator", "AWS_SECRET_ACCESS_KEY": "operator-secret",
-            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1", "OVERCAST_DATABASE_URL": self.database_url,
         }
         self.extra_cloud_args = extra_cloud_args
         self.cloud: Proc | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import ipaddress
 import json
 import os
 import random
@@ -29,7 +30,13 @@ from distributed import Client, Scheduler, Worker
 from moto.server import ThreadedMotoServer
 
 from overcast.bootconfig import BootConfig
-from overcast.security import ClusterTLS, dask_security, generate_cluster_tls
+from overcast.dashboardcred import dashboard_token
+from overcast.security import (
+    ClusterTLS,
+    dask_security,
+    generate_cluster_tls,
+    issue_dashboard_cert,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -248,6 +255,10 @@ class _FakeHandler(BaseHTTPRequestHandler):
                         "key": srv.tls.node_key,
                     },
                 )
+            if method == "POST" and path == "/dashboard-cert":
+                ips = [ipaddress.ip_address(ip) for ip in body["ips"]]
+                cert, key = issue_dashboard_cert(srv.tls.ca_cert, srv.tls.ca_key, "fake", ips)
+                return self._send(200, {"cert": cert, "key": key})
             if method == "GET" and path == "/scheduler":
                 return self._send(200, {"address": srv.scheduler_address})
             parts = path.strip("/").split("/")  # instances/<id>/<verb>
@@ -425,20 +436,26 @@ def test_agent_scheduler_and_worker_end_to_end(agents: Agents, tls: ClusterTLS) 
     sched = cloud.ready["i-sched1"]
     ip = cloud.instances["i-sched1"]["ip"]
     assert sched["address"].startswith(f"tls://{ip}:")
-    assert sched["dashboard_address"].startswith(f"http://{ip}:")
+    assert sched["dashboard_address"].startswith(f"https://{ip}:")
     assert sched["dashboard_address"].endswith("/status")
     assert cloud.ready["i-work1"]["address"].startswith(
         f"tls://{cloud.instances['i-work1']['ip']}:"
     )
 
-    # The bokeh dashboard is attached just after "ready".
+    # The bokeh dashboard is attached just after "ready": HTTPS under a certificate the
+    # control plane issued for the scheduler's address, and only with the dashboard token.
+    cluster_ca = ssl.create_default_context(cadata=tls.ca_cert)
+    token = dashboard_token(CLUSTER_TOKEN)
+
     def dashboard_up() -> bool:
         try:
-            return httpx.get(sched["dashboard_address"], timeout=2).status_code == 200
+            return httpx.get(sched["dashboard_address"], verify=cluster_ca, timeout=2,
+                             headers={"Authorization": f"Bearer {token}"}).status_code == 200
         except httpx.HTTPError:
             return False
 
     agents.wait(dashboard_up, 20, "the dashboard")
+    assert httpx.get(sched["dashboard_address"], verify=cluster_ca, timeout=5).status_code == 403
 
     async def use_cluster() -> tuple[int, dict]:
         async with Client(

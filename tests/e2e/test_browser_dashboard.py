@@ -41,7 +41,7 @@ expect = pytest.importorskip("playwright.sync_api").expect
 @pytest.fixture(scope="module")
 def site(stack):
     """Users in the stack's database: dana (admins the team) and milo (a member of it)."""
-    db = Database(f"sqlite:///{stack.home / 'overcast.db'}")
+    db = Database(stack.database_url)
     with db.session() as s:
         dana = create_user(s, "dana", password="dana password")
         create_user(s, "milo", password="milo password")
@@ -159,7 +159,7 @@ def test_04_resources_appear_live_until_ready(page):
     shot(page, "10-account-own-aws")
 
 
-def test_05_cluster_from_python_shows_on_the_clusters_page(page, site, monkeypatch):
+def test_05_cluster_from_python_shows_on_the_clusters_page(page, site, browser, monkeypatch):
     import overcast
 
     page.goto(f"/a/{TEAM}/clusters")
@@ -177,7 +177,9 @@ def test_05_cluster_from_python_shows_on_the_clusters_page(page, site, monkeypat
             page.wait_for_url(f"**/a/{TEAM}/clusters/browser-demo")
             roles = page.locator("#instances tbody td:nth-child(2)").all_inner_texts()
             assert "scheduler" in roles and "worker" in roles
-            assert page.inner_text("#dashboard").startswith("http")
+            link = page.locator("#dashboard a").get_attribute("href")
+            assert link.startswith("https://") and "token=" in link
+            open_dask_dashboard(browser, link)
             page.click("#logs summary")
             page.locator("#logs pre").first.wait_for(timeout=30_000)
             shot(page, "12-cluster-page")
@@ -185,6 +187,27 @@ def test_05_cluster_from_python_shows_on_the_clusters_page(page, site, monkeypat
             cluster.close()
     expect(page.locator("#cluster-state")).to_have_text("stopped", timeout=60_000)
     shot(page, "13-cluster-stopped")
+
+
+def open_dask_dashboard(browser, link: str) -> None:
+    """The dask dashboard from the cluster page's link: HTTPS under the cluster's own CA (this
+    browser does not know it), the token traded for a cookie, bokeh's websocket up by cookie."""
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280,
+                                                                      "height": 860})
+    tab = context.new_page()
+    try:
+        assert tab.goto(link.split("?")[0]).status == 403  # no credential, no dashboard
+        deadline = time.monotonic() + 60  # bokeh is attached just after the scheduler is ready
+        while tab.goto(link).status != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "token=" not in tab.url
+        with tab.expect_websocket(timeout=30_000) as opened:
+            tab.reload()
+        opened.value.wait_for_event("framereceived", timeout=30_000)
+        tab.locator("canvas").first.wait_for(timeout=30_000)  # plots drawn from that session
+        shot(tab, "12b-dask-dashboard")
+    finally:
+        context.close()
 
 
 def test_06_member_cannot_change_the_backend(browser, site):
@@ -207,7 +230,7 @@ def test_06_member_cannot_change_the_backend(browser, site):
 
 def member_token(site) -> str:
     from sqlalchemy import select
-    db = Database(f"sqlite:///{site.home / 'overcast.db'}")
+    db = Database(site.database_url)
     with db.session() as s:
         return issue_token(s, s.scalar(select(User).where(User.username == "milo")))
 

@@ -13,7 +13,8 @@ from distributed import Client
 import overcast
 from overcast import tags
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300),
+              pytest.mark.stores("sqlite", "postgresql")]
 
 
 def api_get(stack, path: str):

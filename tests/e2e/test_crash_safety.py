@@ -9,7 +9,8 @@ import pytest
 
 from overcast import tags
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
+              pytest.mark.stores("sqlite", "postgresql")]
 
 
 def call(stack, method: str, path: str, **kwargs):

@@ -25,20 +25,26 @@ from overcast.cli.main import cli
 from overcast.client.errors import ApiError
 from overcast.server.bootstrap import ensure_first_user
 from overcast.store.db import Database
+from overcast.store.models import Base
 from tests.e2e.helpers import environ
 from tests.e2e.stack import Stack
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.stores("sqlite", "postgresql")]
 REGION = "us-east-1"
 OPERATOR = "123456789012"
 STATE: dict = {"texts": [], "secrets": []}  # shared along the story
 
 
 @pytest.fixture(scope="module")
-def iam_stack(tmp_path_factory):
-    """A separate local cloud with --enforce-iam, and a control plane recording AWS actions."""
+def iam_stack(tmp_path_factory, store, request):
+    """A separate local cloud with --enforce-iam, and a control plane recording AWS actions;
+    its data in SQLite or PostgreSQL (the module runs once per store)."""
     home = tmp_path_factory.mktemp("own-account-home")
-    stack = Stack(home, extra_cloud_args=("--enforce-iam",))
+    url = (request.getfixturevalue("postgres").create_database("own_account")
+           if store == "postgresql" else None)
+    STATE.clear()  # the story starts over on each store
+    STATE.update(texts=[], secrets=[])
+    stack = Stack(home, extra_cloud_args=("--enforce-iam",), database_url=url)
     stack.record = home / "aws-actions.jsonl"
     stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = str(stack.record)
     with environ(OVERCAST_HOME=str(home), AWS_ENDPOINT_URL=stack.endpoint):
@@ -46,7 +52,7 @@ def iam_stack(tmp_path_factory):
             stack.start_cloud()
             stack.start_server()
             stack.account, stack.token = ensure_first_user(
-                "owner", Database(f"sqlite:///{home / 'overcast.db'}"))
+                "owner", Database(stack.database_url))
             with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
                                   "overcast.account": stack.account}):
                 yield stack
@@ -315,10 +321,17 @@ def test_no_secret_anywhere(iam_stack):
     logs = [iam_stack.server.log_path, iam_stack.cloud.log_path, iam_stack.record,
             *(iam_stack.home / "logs").rglob("*.log")]
     texts += [p.read_text(errors="replace") for p in logs]
-    dump = "\n".join(Database(f"sqlite:///{iam_stack.home / 'overcast.db'}")
-                     .engine.raw_connection().iterdump())
-    texts.append(dump)
+    texts.append(dump_rows(Database(iam_stack.database_url)))
     assert len(STATE["secrets"]) >= 3 and len(texts) > 15
     for secret in STATE["secrets"]:
         for text in texts:
             assert secret not in text
+
+
+def dump_rows(db: Database) -> str:
+    """Every row of every table, as text (on any store)."""
+    with db.engine.connect() as conn:
+        rows = [repr(tuple(row)) for table in Base.metadata.sorted_tables
+                for row in conn.execute(table.select())]
+    db.engine.dispose()
+    return "\n".join(rows)

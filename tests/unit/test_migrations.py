@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -12,10 +14,19 @@ from overcast.store.models import Base
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_migrated_schema_matches_the_models(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database of each store the control plane supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'm.db'}"
+    return request.getfixturevalue("postgres").create_database(f"migrations_{secrets.token_hex(6)}")
+
+
+def test_migrated_schema_matches_the_models(database_url):
+    db = Database(database_url)
     db.migrate()
     db.migrate()  # idempotent: a second start changes nothing
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    db.engine.dispose()
     assert diff == []

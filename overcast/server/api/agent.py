@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast import crypto
+from overcast.security import issue_dashboard_cert
 from overcast.server.api.clusters import wake
 from overcast.server.auth import bearer, db_session, tokens_match
 from overcast.store.models import Cluster, Instance, utcnow
@@ -57,6 +59,24 @@ class Failure(BaseModel):
 def node_tls(cluster: Cluster = Depends(agent_cluster)) -> dict:
     tls = json.loads(crypto.decrypt(cluster.tls_encrypted))
     return {"ca_cert": tls["ca_cert"], "cert": tls["node_cert"], "key": tls["node_key"]}
+
+
+class DashboardCertRequest(BaseModel):
+    ips: list[str] = Field(min_length=1, max_length=4)
+
+
+@router.post("/dashboard-cert")
+def dashboard_cert(body: DashboardCertRequest,
+                   cluster: Cluster = Depends(agent_cluster)) -> dict:
+    """A certificate for the scheduler's HTTPS dashboard naming its addresses, signed by the
+    cluster's CA (only that cluster's nodes hold the token; only its users trust the CA)."""
+    try:
+        ips = [ipaddress.ip_address(ip) for ip in body.ips]
+    except ValueError:
+        raise HTTPException(400, 'ips must be IP addresses, e.g. ["10.0.1.5"].') from None
+    tls = json.loads(crypto.decrypt(cluster.tls_encrypted))
+    cert, key = issue_dashboard_cert(tls["ca_cert"], tls["ca_key"], cluster.name, ips)
+    return {"cert": cert, "key": key}
 
 
 @router.get("/scheduler")

@@ -119,8 +119,9 @@ function liveClusters() {
     const slug = table.dataset.slug;
     fill(table.tBodies[0], data.clusters.map((c) => {
       const link = el("a", {href: `/a/${encodeURIComponent(slug)}/clusters/${encodeURIComponent(c.name)}`, text: c.name});
+      // Lists carry no dashboard credential: "open" leads to the cluster's page, which has it.
       const dash = c.dashboard_link && c.state === "running"
-        ? el("a", {href: c.dashboard_link, target: "_blank", rel: "noopener", text: "open"}) : "";
+        ? el("a", {href: link.getAttribute("href") + "#dashboard", text: "open"}) : "";
       const tr = el("tr", {"data-name": c.name}, [
         el("td", {}, [link]), el("td", {}, [stateBadge(c.state)]),
         el("td", {text: `${c.workers_ready} / ${c.n_workers}`}),
