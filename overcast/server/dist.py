@@ -1,8 +1,9 @@
 """The agent-only wheel the control plane serves to builder VMs (`/api/v1/dist/...`).
 
 A VM gets `overcast-agent` of exactly the control plane's version, and nothing of the control
-plane: the wheel holds only `overcast.agent`, `overcast.bootconfig` and `overcast.security`
-(what the agent imports), so `overcast.server` is not importable on a VM. It is written
+plane: the wheel holds only `overcast.agent` and the overcast modules it imports (found by
+reading their imports: `overcast.bootconfig`, `overcast.security`, ...), so `overcast.server`
+is not importable on a VM. It is written
 straight from the installed package's files with `zipfile` (the wheel format is a zip with a
 `.dist-info`): no build backend, no subprocess, no network at server start, and the same
 bytes on every start (fixed timestamps, sorted entries), so its sha256 is stable.
@@ -13,6 +14,7 @@ Its runtime requirements are pinned to the versions installed beside the control
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import io
@@ -33,11 +35,6 @@ WHEEL_NAME = "overcast_agent"
 # What the agent and a dask worker on the VM need, with extras (pinned at install time).
 RUNTIME = ["dask[dataframe]", "distributed", "pyarrow", "pandas", "s3fs", "boto3", "botocore",
            "aiobotocore", "bokeh", "httpx", "cryptography", "pyyaml"]
-# The package subset: the agent and the modules it imports from overcast.
-MODULES = ["overcast/agent/__init__.py", "overcast/agent/__main__.py",
-           "overcast/agent/control.py", "overcast/agent/dask_process.py",
-           "overcast/agent/imds.py", "overcast/agent/logship.py", "overcast/agent/main.py",
-           "overcast/bootconfig.py", "overcast/security.py"]
 INIT = '''"""overcast-agent: the part of overcast that runs on a VM (no control plane here)."""
 
 __version__ = "{version}"
@@ -100,9 +97,46 @@ def _record_line(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
+def _imported(path: Path) -> set[str]:
+    """The `overcast.*` modules a file imports (also inside functions), absolute imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return {n for n in names if n.startswith("overcast.")}
+
+
+def agent_modules() -> list[str]:
+    """The package subset: every file of overcast/agent and, transitively, each overcast
+    module they import (with its packages' __init__), as paths relative to site-packages.
+    overcast/__init__.py is not among them: the wheel has its own (INIT)."""
+    top = Path(overcast.__file__).parent
+    base = top.parent
+    todo = sorted((top / "agent").glob("*.py"))
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for parent in path.parents:  # the packages it lives in
+            if parent == top or top not in parent.parents:
+                break
+            todo.append(parent / "__init__.py")
+        for name in _imported(path):
+            for candidate in (base / (name.replace(".", "/") + ".py"),
+                              base / name.replace(".", "/") / "__init__.py"):
+                if candidate.is_file():
+                    todo.append(candidate)
+    return sorted(p.relative_to(base).as_posix() for p in seen)
+
+
 def _files(version: str) -> dict[str, bytes]:
     root = Path(overcast.__file__).parent.parent
-    files = {path: (root / path).read_bytes() for path in MODULES}
+    files = {path: (root / path).read_bytes() for path in agent_modules()}
     files["overcast/__init__.py"] = INIT.format(version=version).encode()
     info = f"{WHEEL_NAME}-{version}.dist-info"
     meta = ["Metadata-Version: 2.1", f"Name: {DIST_NAME}", f"Version: {version}",

@@ -47,14 +47,17 @@ def test_pip_installs_it_and_the_agent_imports(tmp_path) -> None:
                     "--disable-pip-version-check", "--no-index", "--target", str(target),
                     str(path)], check=True, timeout=90)
     assert (target / "bin" / "overcast-agent").exists()
-    code = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); "
-            "import overcast, overcast.bootconfig; assert overcast.__file__.startswith("
-            "sys.argv[1]), overcast.__file__; "
+    # -S, then site-packages appended without its .pth files: the dependencies are there, but
+    # not the editable checkout of the whole overcast package.
+    code = ("import importlib.util, sys; sys.path[:0] = [sys.argv[1]]; "
+            "sys.path.append(sys.argv[2]); "
+            "import overcast, overcast.agent.main, overcast.agent.dask_process; "
+            "assert overcast.__file__.startswith(sys.argv[1]), overcast.__file__; "
             "assert importlib.util.find_spec('overcast.server') is None; "
             "print(overcast.__version__)")
-    # -S: no site-packages, so not the editable checkout of the whole package either.
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(target)], check=True,
-                         capture_output=True, text=True, timeout=30).stdout
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(target), site],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == overcast.__version__
 
 
