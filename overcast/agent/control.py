@@ -112,6 +112,10 @@ class ControlPlane:
                 problem = f"HTTP {resp.status_code}"
             if loop.time() + delay > deadline:
                 raise ConnectionError(f"{method} {url}: {problem} (after {attempt} attempts)")
+            if self.gave_up():  # the watchdog also ends a boot that waits on a silent plane
+                raise ConnectionError(f"{method} {url}: {problem}; no answer from the control "
+                                      f"plane for {self.unreachable_for():.0f} s "
+                                      "(shutdown_after_unreachable)")
             if attempt in (1, 5) or attempt % 20 == 0:
                 logger.warning("%s %s: %s; retrying", method, url, problem)
             await asyncio.sleep(delay * (0.5 + random.random()))

@@ -40,14 +40,16 @@ def test_vms_power_off_when_the_control_plane_is_unreachable(stack, aws):
     killed = time.monotonic()
     stack.server.kill9()
     try:
-        deadline = killed + 60
+        deadline = killed + 120  # 3 s + a heartbeat, then dask closes (bounded, 10 s)
         while live_aws_instances(aws, created["id"]) and time.monotonic() < deadline:
             time.sleep(0.25)
         took = time.monotonic() - killed
-        assert live_aws_instances(aws, created["id"]) == set(), "VMs still running"
+        left = live_aws_instances(aws, created["id"])
+        assert left == set(), f"VMs still running after {took:.0f} s: {left}"
         # Not before the setting says: 3 s after the last answer, which came at most one
         # heartbeat interval (2 s) before the kill.
         assert took >= 1.0, took
+        print(f"VMs terminated {took:.1f} s after the control plane was killed")
         for inst in _instances(aws, ids):
             assert inst["State"]["Name"] == "terminated"
             assert inst["StateReason"]["Code"].startswith("Client.InstanceInitiatedShutdown")

@@ -54,3 +54,25 @@ def test_a_control_plane_that_answers_errors_is_not_unreachable() -> None:
 def test_default_is_twenty_minutes() -> None:
     assert _boot(BootConfig.__dataclass_fields__["shutdown_after_unreachable"].default) \
         .shutdown_after_unreachable == 20 * 60
+
+
+def test_a_booting_vm_stops_waiting_too() -> None:
+    """A worker still waiting for its TLS material or its scheduler (calls retried for
+    minutes) gives up after the setting as well, so its VM powers off."""
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async def main() -> tuple[Exception, float]:
+        control = ControlPlane(_boot(0.3), "i-1", transport=httpx.MockTransport(down))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await control.tls()  # retried for 300 s unless the watchdog says otherwise
+        except ConnectionError as exc:
+            return exc, loop.time() - started
+        finally:
+            await control.aclose()
+        raise AssertionError("tls() answered")
+
+    exc, took = asyncio.run(main())
+    assert "shutdown_after_unreachable" in str(exc) and took < 5
