@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3.11
 
-.PHONY: demo test unit e2e lint bench clean browser postgres
+.PHONY: demo test unit e2e lint bench clean browser postgres engine
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11)"; exit 1; }
@@ -14,7 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) engine
 	$(VENV)/bin/overcast demo
 
 lint: $(STAMP)
@@ -39,16 +39,30 @@ postgres:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  rc=$$?; if [ -n "$$deny" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
+# Local cloud instances are containers (docs/local-cloud.md): Debian's container engine, mmdebstrap
+# for the stock Debian 12 image, and Debian's registry server. The local cloud starts dockerd
+# itself, without a bridge: the package's own service must not start (it would create docker0
+# with a private-range address), hence policy-rc.d (101 = no) during the install.
+ENGINE_TOOLS := /usr/sbin/dockerd /usr/bin/mmdebstrap /usr/bin/docker-registry
+engine:
+	@missing=; for f in $(ENGINE_TOOLS); do test -x $$f || missing=1; done; [ -z "$$missing" ] || { \
+	  deny=; if [ ! -e /usr/sbin/policy-rc.d ]; then deny=1; \
+	    printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	    $(SUDO) chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    docker.io mmdebstrap docker-registry; \
+	  rc=$$?; if [ -n "$$deny" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
+
 unit: $(STAMP) postgres
 	$(VENV)/bin/pytest tests/unit -q
 
-e2e: $(STAMP) browser postgres
+e2e: $(STAMP) browser postgres engine
 	$(VENV)/bin/pytest tests/e2e -q
 
-test: lint browser postgres
+test: lint browser postgres engine
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) engine
 	$(PY) bench/start_latency.py
 
 clean:

@@ -42,8 +42,10 @@ def _control(path: str, body: dict[str, Any] | None = None, method: str = "POST"
 @click.option("--port", default=4599, show_default=True, help="Port of the AWS endpoint.")
 @click.option("--imds-port", default=4598, show_default=True,
               help="Port of the instance metadata service.")
-@click.option("--enforce-iam", is_flag=True,
-              help="Check every AWS call against IAM policies (least privilege for real).")
+@click.option("--enforce-iam/--no-enforce-iam", default=True, show_default=True,
+              help="Check every AWS call against IAM policies, as AWS always does: only "
+                   "IAM-made keys sign, and each caller may do what its policies allow. "
+                   "--no-enforce-iam is for debugging moto only.")
 @click.option("--no-seed", is_flag=True, help="Start empty: no nyc-tlc data, no region warm-up.")
 @click.pass_context
 def local_cloud(ctx: click.Context, port: int, imds_port: int, enforce_iam: bool,
@@ -79,10 +81,13 @@ def env_cmd() -> None:
     state = _running()
     click.echo(f"export AWS_ENDPOINT_URL={state['endpoint']}")
     click.echo("export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}")
-    # botocore signs with whatever keys exist; anonymous reads need none, other calls need
-    # some (any, unless IAM is enforced).
-    click.echo("export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing}")
-    click.echo("export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-testing}")
+    # IAM is enforced: only keys made by the local cloud's IAM sign. The operator's (an admin
+    # of the local operator account) let you look around; anonymous reads need none.
+    from overcast.localcloud.main import read_operator_keys
+
+    keys = read_operator_keys() or {}
+    click.echo(f"export AWS_ACCESS_KEY_ID={keys.get('access_key_id', 'testing')}")
+    click.echo(f"export AWS_SECRET_ACCESS_KEY={keys.get('secret_access_key', 'testing')}")
 
 
 @local_cloud.command("new-aws-account")

@@ -180,6 +180,7 @@ def _make_role(api, slug: str, region: str) -> str:
         ctx = session.context(region)  # your profile: boto3's default credential chain
         arn = access_role.ensure_access_role(ctx, slug, info["trusted_account_id"],
                                              info["external_id"],
+                                             info.get("policy_documents") or
                                              {n: policies.load(n) for n in policies.NAMES})
     except AwsError as exc:
         fail(f"Could not create the role with your local AWS profile: {exc}")

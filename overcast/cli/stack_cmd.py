@@ -23,9 +23,6 @@ DEFAULT_PORT = 8600
 DEFAULT_LOCAL_CLOUD_PORT = 4599
 START_TIMEOUT = 90.0
 # The local cloud's operator account keys (test keys; a real deployment uses its own).
-OPERATOR_KEYS = {"AWS_ACCESS_KEY_ID": "overcast-operator",
-                 "AWS_SECRET_ACCESS_KEY": "overcast-operator-secret"}
-
 
 class Component:
     """One child process of `overcast up` and what the status display shows of it."""
@@ -122,8 +119,9 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
         # 1. The local cloud (moto + instance runner), unless it already runs.
         lc_pid = common.running_pid("localcloud")
         if lc_pid is None:
-            lc.proc = _spawn("localcloud", ["local-cloud", "--port", str(local_cloud_port)],
-                             dict(os.environ))
+            # IAM enforced, as on AWS: wrong keys are refused, every call is checked.
+            lc.proc = _spawn("localcloud", ["local-cloud", "--port", str(local_cloud_port),
+                                            "--enforce-iam"], dict(os.environ))
             lc_pid = lc.proc.pid
 
         def localcloud_ready() -> dict | None:
@@ -132,26 +130,32 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
                 return None
             if not _answers(info["endpoint"]):
                 return None
+            from overcast.localcloud.main import read_operator_keys
+
+            if read_operator_keys() is None:  # written just before localcloud.json
+                return None
             lc.detail = info["endpoint"]
             return info
 
         lc_info = _wait(lc, localcloud_ready, refresh)
         lc.detail = lc_info["endpoint"]
+        if not lc_info.get("enforce_iam"):
+            lc.detail += " (IAM NOT enforced: it was started with --no-enforce-iam)"
 
         # 2. The control plane, pointed at the local cloud with the operator's keys.
         url = f"http://127.0.0.1:{port}"
         if common.running_pid("server") is None:
-            env = {**os.environ, "AWS_ENDPOINT_URL": lc_info["endpoint"],
-                   "AWS_DEFAULT_REGION": "us-east-1", **OPERATOR_KEYS}
-            if lc_info.get("access_key_id"):  # if the local cloud tells us its keys, use them
-                env["AWS_ACCESS_KEY_ID"] = lc_info["access_key_id"]
-                env["AWS_SECRET_ACCESS_KEY"] = lc_info.get("secret_access_key", "")
             from overcast.localcloud.main import read_operator_keys
 
-            operator = read_operator_keys()  # its admin user: required under --enforce-iam
-            if operator:
-                env["AWS_ACCESS_KEY_ID"] = operator["access_key_id"]
-                env["AWS_SECRET_ACCESS_KEY"] = operator["secret_access_key"]
+            # The local cloud's operator admin: under enforcement only IAM-made keys sign.
+            operator = read_operator_keys()
+            if operator is None:
+                fail("The local cloud wrote no operator keys (run/localcloud-operator.json); "
+                     "stop it (`overcast down`) and run `overcast up` again.")
+            env = {**os.environ, "AWS_ENDPOINT_URL": lc_info["endpoint"],
+                   "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": operator["access_key_id"],
+                   "AWS_SECRET_ACCESS_KEY": operator["secret_access_key"]}
             srv.proc = _spawn("server", ["server", "--host", "127.0.0.1", "--port", str(port)],
                               env)
         else:
@@ -300,6 +304,9 @@ def status(as_json: bool) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True)
 @click.option("--record-aws-actions", type=click.Path(dir_okay=False), default=None,
               help="Append every AWS action the control plane calls to this file (JSON lines).")
+@click.option("--deployment-id", default=None,
+              help="This control plane's id, tagged on everything it makes in AWS (default: "
+                   "made once, kept in OVERCAST_HOME/deployment-id; env OVERCAST_DEPLOYMENT_ID).")
 @click.option("--public-url", default=None, metavar="URL",
               help="The address VMs reach this control plane at (boot document's "
                    "control_plane), e.g. https://overcast.example.com. Default: env "
@@ -311,9 +318,18 @@ def status(as_json: bool) -> None:
 @click.option("--public-ca", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM CA(s) VMs trust for --public-url (default: the --tls-cert file; "
                    "without either, the VMs' system CAs).")
-def server(host: str, port: int, record_aws_actions: str | None, public_url: str | None,
-           tls_cert: str | None, tls_key: str | None, public_ca: str | None) -> None:
+def server(host: str, port: int, record_aws_actions: str | None, deployment_id: str | None,
+           public_url: str | None, tls_cert: str | None, tls_key: str | None,
+           public_ca: str | None) -> None:
     """Run the control plane (API, dashboard, reconciler) in the foreground."""
+    from overcast import tags
+
+    if deployment_id:
+        try:
+            os.environ[tags.DEPLOYMENT_ENV] = tags.check_deployment_id(deployment_id)
+        except ValueError as exc:
+            fail(f"--{exc}")
+    err.print(f"deployment id {tags.deployment_id()} (tagged on every AWS resource it makes)")
     if record_aws_actions:
         os.environ["OVERCAST_RECORD_AWS_ACTIONS"] = os.path.abspath(record_aws_actions)
     if bool(tls_cert) != bool(tls_key):

@@ -33,6 +33,7 @@ def set_backend_options(
     registry_type: str = "ecr",
     registry_username: str | None = None,
     registry_access_token: str | None = None,
+    s3_read: list[str] | None = None,
     wait: bool = False,
     timeout: float = 1800.0,
     *,
@@ -44,18 +45,24 @@ def set_backend_options(
     `aws_role_arn` (a role trusting overcast with your account's external id; see `overcast
     setup aws --role`). backend="hosted": the operator's account (the default). With
     `wait=True`, returns once the setup in your account is ready (raises if it fails).
+
+    `s3_read`: the S3 buckets your clusters' VMs may read with their instance role (none by
+    default; public-read data needs no grant with `storage_options={"anon": True}`).
     """
     api = api or Api()
     slug = api.account(account)
-    if backend == "hosted":
+    if backend == "hosted" and s3_read is None:
         return api.request("DELETE", backend_path(slug))
+    if backend == "hosted":
+        return api.request("PUT", backend_path(slug),
+                           json={"backend": "hosted", "s3_read": s3_read})
     body = {"backend": backend, "aws_region": aws_region,
             "aws_access_key_id": aws_access_key_id,
             "aws_secret_access_key": aws_secret_access_key,
             "aws_session_token": aws_session_token, "aws_role_arn": aws_role_arn,
             "zone": zone, "firewall": firewall, "registry_type": registry_type,
             "registry_username": registry_username,
-            "registry_access_token": registry_access_token}
+            "registry_access_token": registry_access_token, "s3_read": s3_read}
     doc = api.request("PUT", backend_path(slug),
                       json={k: v for k, v in body.items() if v is not None})
     return wait_for_backend(slug, timeout, api=api) if wait else doc

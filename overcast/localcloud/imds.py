@@ -24,7 +24,7 @@ CredentialProvider = Callable[[str], "tuple[str, dict[str, Any]] | None"]
 @dataclass
 class InstanceMetadata:
     instance_id: str
-    user_data: str
+    user_data: str | bytes  # bytes: as given to RunInstances (may be gzip'd, binary)
     local_ipv4: str
     availability_zone: str
     instance_type: str = "t3.medium"
@@ -79,14 +79,17 @@ class MetadataService:
     def token_ok(self, token: str | None) -> bool:
         return token is None or token in self._tokens  # IMDSv1 (no token) is allowed too
 
-    def lookup(self, instance_id: str, path: str) -> tuple[int, str, str]:
+    def lookup(self, instance_id: str, path: str) -> tuple[int, str, str | bytes]:
         """(status, content type, body) for GET <instance id>/latest/<path>."""
         meta = self.instances.get(instance_id)
         if meta is None:
             return 404, "text/plain", "unknown instance"
         if path == "user-data":
-            return (200, "text/plain", meta.user_data) if meta.user_data else (404, "text/plain",
-                                                                             "no user data")
+            if not meta.user_data:
+                return 404, "text/plain", "no user data"
+            ctype = "application/octet-stream" if isinstance(meta.user_data, bytes) else (
+                "text/plain")
+            return 200, ctype, meta.user_data
         if not path.startswith("meta-data"):
             return 404, "text/plain", "not found"
         item = path[len("meta-data"):].strip("/")
@@ -132,8 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             return "", ""
         return parts[0], parts[2] if len(parts) > 2 else ""
 
-    def _send(self, status: int, ctype: str, body: str) -> None:
-        data = body.encode()
+    def _send(self, status: int, ctype: str, body: str | bytes) -> None:
+        data = body if isinstance(body, bytes) else body.encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))

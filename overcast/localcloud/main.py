@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from overcast import settings
-from overcast.localcloud import motofixes, motoserver
+from overcast.localcloud import motofixes, motoimages, motoserver
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.imds import MetadataService
@@ -68,8 +69,11 @@ class LocalCloud:
         motofixes.apply()
         self.imds = MetadataService(port=imds_port)
         self.imds_url = self.imds.start()
+        # Labels this local cloud's containers: it removes exactly those when it stops.
+        self.cloud_id = secrets.token_hex(4)
         self.runner = Runner(self.imds, self.endpoint, command=agent_command,
-                             interval=poll_interval)
+                             interval=poll_interval, cloud_id=self.cloud_id)
+        motoimages.install(self.runner.containers)
         self.timings: dict[str, float] = {}
         self.enforce_iam = enforce_iam
         self._write_state = write_state

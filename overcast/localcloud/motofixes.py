@@ -1,7 +1,17 @@
 """Where moto differs from AWS in ways that matter to overcast's IAM checks, made like AWS.
 
 - CloudWatch Logs: moto checks every logs action against the resource "*", so a policy scoped
-  to a log group (the instance role's) denies everything. AWS checks the group / stream ARN.
+  to a log group (the instance role's) denies everything. AWS checks the group / stream ARN
+  (and `log-group:*` for DescribeLogGroups, the given ARN for the tagging calls).
+- Where moto knows no resource at all (EC2, ECR: it checks against "*"), a statement scoped by
+  ARN never matched, so scoped policies denied everything. Such a request now matches a
+  statement whose Resource names that service's ARNs: the action is still checked exactly, the
+  ARN cannot be (policies/README.md lists this as unchecked here). S3, IAM roles and Logs keep
+  their real ARN checks.
+- CloudWatch Logs: deleting a log group left its tags behind in moto, so a new group of the
+  same name inherited them (and looked like overcast's). AWS deletes a group's tags with it.
+- S3: HEAD of a bucket is authorised as s3:ListBucket, as on AWS (moto: "s3:HeadBucket", an
+  action that does not exist, so a role allowed to list a bucket could not HEAD it).
 - DeleteNatGateway of an id that does not exist crashes moto (HTTP 500); AWS says
   NatGatewayNotFound.
 - CreateInstanceProfile accepts any Path; AWS requires one that starts and ends with "/".
@@ -19,6 +29,9 @@ _PATH = re.compile(r"^(/|/[\x21-\x7e]+/)$")
 
 def apply() -> None:
     _logs_resources()
+    _unknown_resources()
+    _s3_head_bucket()
+    _logs_tags_die_with_group()
     _nat_gateway_not_found()
     _instance_profile_path()
 
@@ -31,9 +44,10 @@ def _logs_resources() -> None:
 
     def _determine_resource(self: Any) -> str:
         group = self._get_param("logGroupName")
+        base = f"arn:aws:logs:{self.region}:{self.current_account}:log-group:"
         if not group:
-            return "*"
-        arn = f"arn:aws:logs:{self.region}:{self.current_account}:log-group:{group}"
+            return self._get_param("resourceArn") or f"{base}*"
+        arn = f"{base}{group}"
         stream = self._get_param("logStreamName")
         return f"{arn}:log-stream:{stream}" if stream else f"{arn}:*"
 
@@ -75,3 +89,50 @@ def _instance_profile_path() -> None:
 
     create_instance_profile._overcast = True  # type: ignore[attr-defined]
     IAMBackend.create_instance_profile = create_instance_profile  # type: ignore[method-assign]
+
+
+def _unknown_resources() -> None:
+    from moto.iam.access_control import IAMPolicyStatement
+
+    original = IAMPolicyStatement.is_action_permitted
+    if getattr(original, "_overcast", False):
+        return
+
+    def is_action_permitted(self: Any, action: str, resource: str = "*", *args: Any,
+                            **kwargs: Any) -> Any:
+        if resource == "*" and self._statement.get("Resource"):
+            # moto does not know which resource this request touches: let a statement that
+            # names ARNs of the action's service cover it (conditions are ignored either way).
+            prefix = f"arn:aws:{action.split(':', 1)[0]}:"
+            names = self._statement["Resource"]
+            names = [names] if isinstance(names, str) else names
+            if any(n == "*" or n.startswith(prefix) for n in names):
+                statement = IAMPolicyStatement({**self._statement, "Resource": "*"})
+                return original(statement, action, resource, *args, **kwargs)
+        return original(self, action, resource, *args, **kwargs)
+
+    is_action_permitted._overcast = True  # type: ignore[attr-defined]
+    IAMPolicyStatement.is_action_permitted = is_action_permitted  # type: ignore[method-assign]
+
+
+def _s3_head_bucket() -> None:
+    from moto.s3 import responses
+
+    responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+
+
+def _logs_tags_die_with_group() -> None:
+    from moto.logs.models import LogsBackend
+
+    original = LogsBackend.delete_log_group
+    if getattr(original, "_overcast", False):
+        return
+
+    def delete_log_group(self: Any, log_group_name: str) -> None:
+        group = self.groups.get(log_group_name)
+        original(self, log_group_name)
+        if group is not None:
+            self.tagger.delete_all_tags_for_resource(group.arn)
+
+    delete_log_group._overcast = True  # type: ignore[attr-defined]
+    LogsBackend.delete_log_group = delete_log_group  # type: ignore[method-assign]

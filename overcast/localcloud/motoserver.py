@@ -34,7 +34,10 @@ def ami_document() -> list[dict[str, Any]]:
     another account). Its `MOTO_AMIS_PATH` list, however, is loaded into every backend on
     creation, so an image listed there behaves like a public image of the operator account.
     """
+    from overcast.localcloud import stockimage
+
     return [
+        stockimage.ami_document(),  # the stock Debian 12 AMI (a container image, containers.py)
         {
             "ami_id": AMI_ID,
             "name": AMI_NAME,

@@ -1,9 +1,12 @@
-"""The instance runner: boots every running overcast EC2 instance in moto as a local process.
+"""The instance runner: boots every running EC2 instance in moto, as a container or a process.
 
-It polls moto's in-process EC2 backends (all accounts, all regions; a dict walk, so cheap)
-for instances tagged overcast:managed=true. A new running instance gets a loopback address,
-an IMDS entry and its agent process; a terminated/stopped one loses its process; a process
-that exits on its own terminates its instance, as a VM that shuts down would.
+It polls moto's in-process EC2 backends (all accounts, all regions; a dict walk, so cheap).
+An instance whose AMI has a container image (the stock Debian 12 AMI, images made by
+CreateImage) boots as a container of that image: containers.py. An instance tagged
+overcast:managed=true of the legacy seeded overcast-agent AMI boots as a local process of the
+agent (legacy path, until the VM image pipeline replaces it): a new running instance gets a
+loopback address, an IMDS entry and its agent process; a terminated/stopped one loses its
+process; a process that exits on its own terminates its instance, as a VM that shuts down would.
 
 Starting and stopping the processes is launcher.py's job; its names are re-exported here.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from overcast import settings, tags
+from overcast.localcloud.containers import ContainerInstances
 from overcast.localcloud.imds import InstanceMetadata, MetadataService
 from overcast.localcloud.launcher import (
     STOP_GRACE,
@@ -64,7 +68,8 @@ def _host_gpus() -> int:
 class Runner:
     def __init__(self, imds: MetadataService, endpoint: str,
                  command: Sequence[str] = DEFAULT_COMMAND, interval: float = 0.1,
-                 launcher: Launcher | None = None, extra_env: dict[str, str] | None = None):
+                 launcher: Launcher | None = None, extra_env: dict[str, str] | None = None,
+                 cloud_id: str = "local"):
         self.imds = imds
         self.endpoint = endpoint
         self.command = list(command)
@@ -88,9 +93,11 @@ class Runner:
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
         self._host_gpus: int | None = None
         imds.credentials = self.credentials
+        self.containers = ContainerInstances(self, cloud_id)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self.containers.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -109,6 +116,7 @@ class Runner:
         self.booted.clear()
         self._stopping.clear()
         self.launcher.close()
+        self.containers.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -124,24 +132,37 @@ class Runner:
         self._wake.set()
 
     # -- one pass ------------------------------------------------------------------------------
-    def instances(self) -> Iterator[tuple[str, str, Any, Any]]:
-        """(account, region, backend, instance) of every overcast instance moto holds."""
+    def all_instances(self) -> Iterator[tuple[str, str, Any, Any]]:
+        """(account, region, backend, instance) of every instance moto holds."""
         from moto.ec2.models import ec2_backends
 
         for account in list(ec2_backends):
             for region, backend in list(ec2_backends[account].items()):
                 for reservation in list(backend.reservations.values()):
                     for inst in list(reservation.instances):
-                        if backend.tags.get(inst.id, {}).get(tags.MANAGED) == "true":
-                            yield account, region, backend, inst
+                        yield account, region, backend, inst
+
+    def instances(self) -> Iterator[tuple[str, str, Any, Any]]:
+        """(account, region, backend, instance) of every overcast instance moto holds."""
+        for account, region, backend, inst in self.all_instances():
+            if backend.tags.get(inst.id, {}).get(tags.MANAGED) == "true":
+                yield account, region, backend, inst
 
     def poll(self) -> None:
         seen: dict[str, str] = {}
-        for account, region, backend, inst in self.instances():
+        boxed: list[tuple[str, str, Any, Any]] = []
+        for account, region, backend, inst in self.all_instances():
+            if self.containers.wants(inst):
+                self._where[inst.id] = (account, region)
+                boxed.append((account, region, backend, inst))
+                continue
+            if backend.tags.get(inst.id, {}).get(tags.MANAGED) != "true":
+                continue
             seen[inst.id] = inst.state
             self._where[inst.id] = (account, region)
             if inst.state == "running" and inst.id not in self.booted:
                 self._boot(account, region, backend, inst)
+        self.containers.poll(boxed)
         for iid, stopping in list(self._stopping.items()):
             if stopping.proc.poll() is not None:
                 del self._stopping[iid]
@@ -168,19 +189,44 @@ class Runner:
 
     def _forget(self, iid: str) -> None:
         self.booted.pop(iid, None)
+        self.forget(iid)
+
+    def forget(self, iid: str) -> None:
+        """Drop an instance's IMDS entry and cached credentials (it is gone)."""
         self.imds.unregister(iid)
         self._creds.pop(iid, None)
         self._roles.pop(iid, None)
 
-    def _boot(self, account: str, region: str, backend: Any, inst: Any) -> None:
+    def register_instance(self, inst: Any, backend: Any, user_data: str | bytes) -> str:
+        """Give an instance its loopback address and IMDS entry; returns the address."""
         address = self.addresses.get(inst.id) or self._next_address()
         self.addresses[inst.id] = address
-        user_data = inst.user_data.decode() if inst.user_data else ""  # base64 inside moto
         self.imds.register(InstanceMetadata(instance_id=inst.id, user_data=user_data,
                                             local_ipv4=address,
                                             availability_zone=inst.placement.zone,
                                             instance_type=inst.instance_type))
         self._roles[inst.id] = self._role(inst.id)
+        return address
+
+    def instance_shutdown(self, instance_id: str, code: int | None) -> None:
+        """The instance powered itself off: stopped or terminated, as its
+        InstanceInitiatedShutdownBehavior says (EC2's default: stop)."""
+        from moto.ec2.models.instances import StateReason
+
+        backend = self.backend_of(instance_id)
+        inst = backend.get_instance(instance_id)
+        reason = "Client.InstanceInitiatedShutdown"
+        if getattr(inst, "instance_initiated_shutdown_behavior", "stop") == "terminate":
+            self.terminate(instance_id, reason=f"{reason}: Instance initiated shutdown")
+        else:
+            backend.stop_instances([instance_id])
+            inst.state_reason = StateReason("Instance initiated shutdown", reason)
+        log.info("instance %s powered off (exit code %s): %s", instance_id, code, inst.state)
+        self.wake()
+
+    def _boot(self, account: str, region: str, backend: Any, inst: Any) -> None:
+        user_data = inst.user_data.decode() if inst.user_data else ""  # base64 inside moto
+        address = self.register_instance(inst, backend, user_data)
         env = self._base_env()
         env.update({
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint_for(inst.id),

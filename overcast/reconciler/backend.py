@@ -70,7 +70,8 @@ class BackendMachine:
         report = recorder(session, account, target, region)
         slug = account.slug
         network.ensure_network(target.ctx, slug, report=report)
-        iam.ensure_instance_role(target.ctx, slug, report=report)
+        iam.ensure_instance_role(target.ctx, slug, report=report,
+                                 s3_read=list(backend.s3_read or []))
         logs.ensure_log_group(target.ctx, slug, retention_days=LOG_RETENTION_DAYS, report=report)
         if backend.registry_type == "ecr":
             registry.ensure_ecr_repository(target.ctx, slug, report=report)

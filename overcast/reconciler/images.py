@@ -262,7 +262,6 @@ class ImageMachine:
                            f"{(info.reason if info else None) or 'it is gone'}")
         if info.state != "available":
             return
-        images.tag_snapshots(target.ctx, info, images.image_tags(row.scope, row.version))
         instances.terminate(target.ctx, [row.builder_id])
         removed = images.prune_images(target.ctx, row.scope, protect=row.aws_id)
         for old in session.scalars(select(Image).where(Image.aws_id.in_(removed))):

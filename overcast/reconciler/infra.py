@@ -35,7 +35,7 @@ class Infra:
 class InfraCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._known: dict[tuple[str, str, str], Infra] = {}
+        self._known: dict[tuple, Infra] = {}
 
     def forget(self, account: Account, region: str) -> None:
         with self._lock:
@@ -49,7 +49,8 @@ class InfraCache:
 
         A call without `zone` starts a cluster: a customer's account is then looked at again.
         """
-        key = (account.slug, region, target.network_owner)
+        # The granted buckets are part of the key: a changed s3_read rewrites the role's policy.
+        key = (account.slug, region, target.network_owner, tuple(s3_read(session, account)))
         infra = self._known.get(key)
         if infra is None or (zone is None and not target.hosted):
             infra = (self._build(session, account, target, region) if target.hosted
@@ -66,7 +67,8 @@ class InfraCache:
     def _build(self, session: Session, account: Account, target: Target, region: str) -> Infra:
         report = recorder(session, account, target, region)
         net = network.ensure_network(target.ctx, target.network_owner, report=report)
-        profile = iam.ensure_instance_role(target.ctx, account.slug, report=report)
+        profile = iam.ensure_instance_role(target.ctx, account.slug, report=report,
+                                           s3_read=s3_read(session, account))
         logs.ensure_log_group(target.ctx, account.slug, retention_days=LOG_RETENTION_DAYS,
                               report=report)
         return Infra(network=net, instance_profile=profile, log_group=account.slug)
@@ -90,6 +92,12 @@ class InfraCache:
                            "run `overcast setup aws` again with the setup policy attached.")
         # Role, profile and log group are named after the slug (made by setup).
         return Infra(network=net, instance_profile=account.slug, log_group=account.slug)
+
+
+def s3_read(session: Session, account: Account) -> list[str]:
+    """The buckets the account granted its instance role (none by default)."""
+    backend = session.scalar(select(Backend).where(Backend.account_id == account.id))
+    return list(backend.s3_read or []) if backend is not None else []
 
 
 def recorder(session: Session, account: Account, target: Target, region: str):

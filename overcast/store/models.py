@@ -78,6 +78,8 @@ class Backend(Base):
     external_id: Mapped[str | None] = mapped_column(String(64))  # role mode; not a secret
     role_arn: Mapped[str | None] = mapped_column(String(255))
     registry_secret_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet
+    # Buckets the account's instance role may read (s3:GetObject/ListBucket); none if empty.
+    s3_read: Mapped[list[str] | None] = mapped_column(JSON)
     # pending > provisioning > ready | error; "deleting" while --teardown runs
     state: Mapped[str] = mapped_column(String(16), default="ready")
     reason: Mapped[str | None] = mapped_column(Text)

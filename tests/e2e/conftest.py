@@ -80,9 +80,13 @@ def overcast_config(stack, monkeypatch):
 
 @pytest.fixture
 def aws(stack):
-    """boto3 clients against the local cloud, as the operator, to read back what overcast did."""
+    """boto3 clients against the local cloud, as the operator (IAM is enforced: only its
+    IAM-made keys sign), to read back what overcast did."""
+    keys = stack.operator_keys()
+
     def client(service: str, region: str = "us-east-1"):
         return boto3.client(service, region_name=region, endpoint_url=stack.endpoint,
-                            aws_access_key_id="test", aws_secret_access_key="test")
+                            aws_access_key_id=keys["access_key_id"],
+                            aws_secret_access_key=keys["secret_access_key"])
     return client
 

@@ -74,7 +74,7 @@ class Stack:
     """One local cloud + one control plane sharing an OVERCAST_HOME."""
 
     def __init__(self, home: Path, extra_cloud_args: tuple[str, ...] = (),
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, deployment_id: str | None = None) -> None:
         self.home = home
         # The control plane's store: SQLite in the home (the default), or a PostgreSQL URL.
         self.database_url = database_url or f"sqlite:///{home / 'overcast.db'}"
@@ -85,10 +85,10 @@ class Stack:
         self.cloud_env = dict(self.base_env)
         self.server_env = {
             **self.base_env, "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "overcast-operator", "AWS_SECRET_ACCESS_KEY": "operator-secret",
             "AWS_DEFAULT_REGION": "us-east-1", "OVERCAST_DATABASE_URL": self.database_url,
         }
         self.extra_cloud_args = extra_cloud_args
+        self.deployment_id = deployment_id
         self.cloud: Proc | None = None
         self.server: Proc | None = None
 
@@ -102,13 +102,16 @@ class Stack:
                  httpx.get(self.endpoint + "/moto-api/", timeout=2).status_code < 500,
                  120, "the local cloud", self.cloud)
 
-    def start_server(self) -> None:
-        keys = self.home / "run" / "localcloud-operator.json"
-        if keys.exists():  # the local cloud's operator user: needed when IAM is enforced
-            operator = json.loads(keys.read_text())
-            self.server_env.update(AWS_ACCESS_KEY_ID=operator["access_key_id"],
-                                   AWS_SECRET_ACCESS_KEY=operator["secret_access_key"])
-        self.server = Proc("server", cli("server", "--port", str(self.server_port)),
+    def operator_keys(self) -> dict[str, str]:
+        """The local cloud's operator admin keys (IAM is enforced: only IAM-made keys sign)."""
+        return json.loads((self.home / "run" / "localcloud-operator.json").read_text())
+
+    def start_server(self, name: str = "server") -> None:
+        operator = self.operator_keys()
+        self.server_env.update(AWS_ACCESS_KEY_ID=operator["access_key_id"],
+                               AWS_SECRET_ACCESS_KEY=operator["secret_access_key"])
+        extra = ("--deployment-id", self.deployment_id) if self.deployment_id else ()
+        self.server = Proc(name, cli("server", "--port", str(self.server_port), *extra),
                            self.server_env, self.home)
         wait_for(lambda: httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200,
                  60, "the control plane", self.server)

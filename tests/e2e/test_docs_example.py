@@ -16,7 +16,7 @@ FILES = "s3://nyc-tlc/trip data/yellow_tripdata_2019-*.parquet"
 def test_docs_example_matches_pandas(overcast_config):
     with overcast.Cluster(name="docs-example", n_workers=1) as cluster:
         with Client(cluster) as client:
-            assert client.dashboard_link.startswith("http://")
+            assert client.dashboard_link.startswith("https://")
             df = dd.read_parquet(FILES, columns=["passenger_count", "tip_amount"],
                                  storage_options={"anon": True}).persist()
             result = df.groupby("passenger_count").tip_amount.mean().compute()

@@ -66,6 +66,7 @@ def new_account(stack, drop: tuple[str, ...] = ()) -> dict:
     for doc in docs.values():
         for statement in doc["Statement"]:
             statement["Action"] = [a for a in statement["Action"] if a not in drop]
+        doc["Statement"] = [s for s in doc["Statement"] if s["Action"]]
     body = {"setup_policy": docs["setup"], "ongoing_policy": docs["ongoing"], "admin": True}
     acct = httpx.post(f"{stack.endpoint}/_overcast/accounts", json=body, timeout=30).json()
     STATE["secrets"] += [acct["secret_access_key"]]
@@ -140,8 +141,7 @@ def test_setup_creates_resources_in_the_customer_account_only(iam_stack):
     doc = overcast.set_backend_options(**keys(acct), wait=True, timeout=150)
     STATE["t_setup_done"] = time.time()
     assert (doc["kind"], doc["state"], doc["credentials"]) == ("aws", "ready", "keys")
-    assert doc["aws_access_key_id"] == acct["access_key_id"][:4] + "*" * 8 + \
-        acct["access_key_id"][-4:]
+    assert doc["aws_access_key_id"] == "*" * 16 + acct["access_key_id"][-4:]
     kinds = {r["kind"] for r in doc["resources"]}
     assert kinds >= {"vpc", "internet-gateway", "route-table", "subnet-public",
                      "subnet-private", "elastic-ip", "nat-gateway", "iam-role",
@@ -241,6 +241,32 @@ def test_teardown_removes_everything_one_by_one(iam_stack):
     assert admin(acct, "iam").list_roles()["Roles"] == []
     assert admin(acct, "logs").describe_log_groups(logGroupNamePrefix=slug)["logGroups"] == []
     assert overcast.get_backend_options()["kind"] == "hosted"
+
+
+@pytest.mark.timeout(300)
+def test_a_same_named_log_group_is_neither_adopted_nor_deleted(iam_stack):
+    """A log group that merely has the slug's name is not overcast's: setup refuses to adopt
+    it (a clear error) and teardown leaves it where it is."""
+    acct, slug = STATE["account"], iam_stack.account
+    logs = admin(acct, "logs")
+    logs.create_log_group(logGroupName=slug, tags={"team": "theirs"})
+    logs.put_retention_policy(logGroupName=slug, retentionInDays=7)
+    try:
+        with pytest.raises(overcast.OvercastError) as info:
+            overcast.set_backend_options(**keys(acct), wait=True, timeout=150)
+        STATE["texts"].append(str(info.value))
+        assert f"log group named '{slug}' already exists and was not created by this " \
+               "overcast control plane" in str(info.value)
+        result = CliRunner().invoke(cli, ["setup", "aws", "--teardown"], catch_exceptions=False)
+        STATE["texts"].append(result.output)
+        assert result.exit_code == 0, result.output
+        group = logs.describe_log_groups(logGroupNamePrefix=slug)["logGroups"]
+        assert [(g["logGroupName"], g.get("retentionInDays")) for g in group] == [(slug, 7)]
+        assert "log-group" not in {line.split()[0] for line in result.output.splitlines()
+                                   if line.strip() and line.split()[-1] == "deleted"}
+        assert overcast.get_backend_options()["kind"] == "hosted"
+    finally:
+        logs.delete_log_group(logGroupName=slug)
 
 
 @pytest.mark.timeout(60)

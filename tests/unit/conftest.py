@@ -11,6 +11,13 @@ from overcast.backends.aws import session
 from overcast.backends.aws.session import AwsContext
 
 REGION = "us-east-1"
+DEPLOYMENT = "d-unit-tests"
+
+
+@pytest.fixture(autouse=True)
+def _deployment_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed control-plane deployment id (never a file in the developer's data dir)."""
+    monkeypatch.setenv("OVERCAST_DEPLOYMENT_ID", DEPLOYMENT)
 
 
 @pytest.fixture

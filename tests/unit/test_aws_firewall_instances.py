@@ -179,3 +179,24 @@ def test_instance_types(ctx):
     assert types["g4dn.xlarge"].gpus == 1
     with pytest.raises(AwsError, match="p3.8xlarge, bogus.x"):
         instances.instance_types(ctx, ["t3.medium", "p3.8xlarge", "bogus.x"])
+
+
+def test_another_deployment_sees_none_of_our_instances_or_groups(ctx, net, monkeypatch):
+    sg = firewall.ensure_cluster_security_group(
+        ctx, net.vpc_id, "alice", 7, "demo", [8786], "0.0.0.0/0"
+    )
+    info = instances.launch(ctx, spec(ctx, net, sg))
+    assert T.from_aws(ctx.client("ec2").describe_tags(Filters=[
+        {"Name": "resource-id", "Values": [info.aws_id]}])["Tags"])[T.DEPLOYMENT] == \
+        T.deployment_id()
+    monkeypatch.setenv(T.DEPLOYMENT_ENV, "d-staging")  # a second control plane, same account
+    assert instances.list_cluster_instances(ctx, 7) == []
+    assert instances.list_account_instances(ctx, "alice") == []
+    assert firewall.list_cluster_security_groups(ctx, 7) == []
+    assert firewall.delete_cluster_security_groups(ctx, 7) == []
+    with pytest.raises(AwsError, match="not created by this overcast control plane"):
+        firewall.ensure_cluster_security_group(
+            ctx, net.vpc_id, "alice", 7, "demo", [8786], "0.0.0.0/0")
+    monkeypatch.setenv(T.DEPLOYMENT_ENV, "d-unit-tests")
+    assert [i.aws_id for i in instances.list_cluster_instances(ctx, 7)] == [info.aws_id]
+    assert [g.group_id for g in firewall.list_cluster_security_groups(ctx, 7)] == [sg]

@@ -28,13 +28,8 @@ def test_instance_role_named_after_slug(ctx):
     doc = client.get_role_policy(RoleName="alice", PolicyName=iam.INLINE_POLICY)["PolicyDocument"]
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
-    assert actions == {
-        "logs:CreateLogStream",
-        "logs:PutLogEvents",
-        "logs:DescribeLogStreams",
-        "s3:GetObject",
-        "s3:ListBucket",
-    }
+    # No S3 at all unless the account names buckets (s3_read).
+    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
     log_stmt = doc["Statement"][0]
     assert all(":log-group:alice" in r for r in log_stmt["Resource"])
     profile = client.get_instance_profile(InstanceProfileName="alice")["InstanceProfile"]
@@ -57,7 +52,7 @@ def test_profile_without_role_is_repaired(ctx):
 
 def test_foreign_role_is_left_alone(ctx):
     ctx.client("iam").create_role(RoleName="alice", AssumeRolePolicyDocument="{}")
-    with pytest.raises(AwsError, match="not created by overcast"):
+    with pytest.raises(AwsError, match="not created by this overcast"):
         iam.ensure_instance_role(ctx, "alice")
 
 
@@ -146,3 +141,50 @@ def test_ecr_repository(ctx):
     registry.delete_ecr_repository(ctx, "alice")
     registry.delete_ecr_repository(ctx, "alice")
     assert not ctx.client("ecr").describe_repositories()["repositories"]
+
+
+def test_instance_role_reads_exactly_the_granted_buckets(ctx):
+    iam.ensure_instance_role(ctx, "alice", s3_read=["data-b", "data-a"])
+    client = ctx.client("iam")
+    doc = client.get_role_policy(RoleName="alice", PolicyName=iam.INLINE_POLICY)["PolicyDocument"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    s3 = {s["Action"]: s["Resource"] for s in doc["Statement"] if "s3:" in str(s["Action"])}
+    assert s3 == {"s3:ListBucket": ["arn:aws:s3:::data-a", "arn:aws:s3:::data-b"],
+                  "s3:GetObject": ["arn:aws:s3:::data-a/*", "arn:aws:s3:::data-b/*"]}
+    iam.ensure_instance_role(ctx, "alice")  # grants withdrawn: the policy is rewritten
+    doc = client.get_role_policy(RoleName="alice", PolicyName=iam.INLINE_POLICY)["PolicyDocument"]
+    assert "s3:" not in json.dumps(doc)
+
+
+def test_same_named_log_group_or_repository_is_neither_adopted_nor_deleted(ctx):
+    from overcast.localcloud import motofixes
+
+    motofixes.apply()  # moto kept a deleted group's tags for its same-named successor
+    logs.ensure_log_group(ctx, "alice")
+    logs.delete_log_group(ctx, "alice")
+    ctx.client("logs").create_log_group(logGroupName="alice", tags={"team": "theirs"})
+    ctx.client("ecr").create_repository(repositoryName="alice")
+    with pytest.raises(AwsError, match="log group named 'alice' already exists and was not"):
+        logs.ensure_log_group(ctx, "alice")
+    with pytest.raises(AwsError, match="ECR repository named 'alice' already exists"):
+        registry.ensure_ecr_repository(ctx, "alice")
+    seen = []
+    logs.delete_log_group(ctx, "alice", seen.append)
+    registry.delete_ecr_repository(ctx, "alice", seen.append)
+    assert seen == []
+    assert ctx.client("logs").describe_log_groups()["logGroups"][0]["logGroupName"] == "alice"
+    assert len(ctx.client("ecr").describe_repositories()["repositories"]) == 1
+
+
+def test_another_deployments_resources_are_not_ours(ctx, monkeypatch):
+    iam.ensure_instance_role(ctx, "alice")
+    logs.ensure_log_group(ctx, "alice")
+    monkeypatch.setenv(T.DEPLOYMENT_ENV, "d-staging")  # a second control plane, same account
+    with pytest.raises(AwsError, match="IAM role named 'alice' already exists"):
+        iam.ensure_instance_role(ctx, "alice")
+    with pytest.raises(AwsError, match="log group named 'alice'"):
+        logs.ensure_log_group(ctx, "alice")
+    iam.delete_instance_role(ctx, "alice")
+    logs.delete_log_group(ctx, "alice")
+    assert ctx.client("iam").get_role(RoleName="alice")["Role"]["RoleName"] == "alice"
+    assert len(ctx.client("logs").describe_log_groups()["logGroups"]) == 1

@@ -39,7 +39,11 @@ def api(tmp_path, monkeypatch):
 
 def test_policies_are_served(api):
     for name in policies.NAMES:
-        assert api.get(f"/api/v1/policies/{name}").json() == policies.load(name)
+        # Scoped to this control plane's deployment id (tests/unit/conftest.py).
+        assert api.get(f"/api/v1/policies/{name}").json() == policies.load(name, "d-unit-tests")
+        scoped = api.get(f"/api/v1/policies/{name}", params={"account": "alice"}).json()
+        assert scoped == policies.load(name, "d-unit-tests", "alice")
+    assert api.get("/api/v1/policies/setup", params={"account": "A B"}).status_code == 422
     assert api.get("/api/v1/policies/admin").status_code == 404
 
 
@@ -62,7 +66,7 @@ def test_backend_flow_and_no_secret_in_responses(api, monkeypatch):
         assert r.status_code == 200, r.text
         body = r.json()
         assert (body["kind"], body["state"], body["credentials"]) == ("aws", "pending", "keys")
-        assert body["aws_access_key_id"].startswith("AKIA") and "*" in body["aws_access_key_id"]
+        assert body["aws_access_key_id"] == "*" * 16 + acct["access_key_id"][-4:]
         responses += [r, api.get(url, headers=api.member),
                       api.get(f"/api/v1/accounts/{api.slug}/notifications", headers=api.admin),
                       api.get(url + "/role-setup", headers=api.admin)]

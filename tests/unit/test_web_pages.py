@@ -271,3 +271,22 @@ def test_account_page_shows_and_starts_image_builds(site):
     assert r.status_code == 303 and r.headers["location"].endswith("/account#images")
     page = ada.get("/a/acme/account").text
     assert 'data-image="1"' in page and "pending" in page and "eu-west-1" in page
+
+def test_account_page_sets_the_buckets_clusters_may_read(site):
+    admin = client_for(site, "ada")
+    page = admin.get("/a/acme/account")
+    assert 'id="s3-read-form"' in page.text and "none (public-read data" in page.text
+    r = admin.post("/a/acme/backend/s3-read", data={"csrf_token": csrf_of(page.text),
+                                                    "s3_read": "acme-data\nacme-logs"})
+    assert r.status_code == 303, r.text
+    page = admin.get("/a/acme/account")
+    assert "<code>acme-data</code>, <code>acme-logs</code>" in page.text
+    r = admin.post("/a/acme/backend/s3-read", data={"csrf_token": csrf_of(page.text),
+                                                    "s3_read": "s3://Not_A_Bucket"})
+    assert r.status_code == 400 and "is not an S3 bucket name" in r.text
+    member = client_for(site, "mo")
+    page = member.get("/a/acme/account")
+    assert 'id="s3-read-form"' not in page.text
+    r = member.post("/a/acme/backend/s3-read", data={"csrf_token": csrf_of(page.text),
+                                                     "s3_read": "x-bucket"})
+    assert r.status_code == 403

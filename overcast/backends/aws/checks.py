@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ... import tags as T
 from .errors import DENIED, CredentialsInvalid, aws_errors, code_of, translate_any
 from .session import AwsContext
 
@@ -25,21 +26,44 @@ _RULE = [{"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1,
           "IpRanges": [{"CidrIp": "10.255.255.255/32"}]}]
 
 
+# Stands for overcast's own tags (managed + this deployment), filled in at probe time: the
+# policies allow creating and tagging only with them (aws:RequestTag), so a probe without them
+# would be refused by AWS although the real, tagged call is allowed.
+TAGS = "overcast-probe-tags"
+
+
 def _ec2(method: str, **kwargs: Any) -> tuple[str, str, dict[str, Any]]:
     return "ec2", method, {"DryRun": True, **kwargs}
 
 
+def _spec(*kinds: str) -> list[dict[str, Any]]:
+    return [{"ResourceType": kind, "Tags": TAGS} for kind in kinds]
+
+
+def _fill(value: Any) -> Any:
+    if value == TAGS:
+        return T.as_aws(T.resource_tags(PROBE))
+    if isinstance(value, dict):
+        return {k: _fill(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v) for v in value]
+    return value
+
+
 # action -> (service, client method, kwargs). Every call here fails or is a dry run.
 PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "ec2:CreateVpc": _ec2("create_vpc", CidrBlock="10.0.0.0/8"),  # /8: an invalid VPC size
+    "ec2:CreateVpc": _ec2("create_vpc", CidrBlock="10.0.0.0/8",
+                          TagSpecifications=_spec("vpc")),  # /8: an invalid VPC size
     "ec2:DeleteVpc": _ec2("delete_vpc", VpcId=_VPC),
-    "ec2:CreateInternetGateway": _ec2("create_internet_gateway"),
+    "ec2:CreateInternetGateway": _ec2("create_internet_gateway",
+                                      TagSpecifications=_spec("internet-gateway")),
     "ec2:AttachInternetGateway": _ec2("attach_internet_gateway", InternetGatewayId=_IGW,
                                       VpcId=_VPC),
     "ec2:DetachInternetGateway": _ec2("detach_internet_gateway", InternetGatewayId=_IGW,
                                       VpcId=_VPC),
     "ec2:DeleteInternetGateway": _ec2("delete_internet_gateway", InternetGatewayId=_IGW),
-    "ec2:CreateRouteTable": _ec2("create_route_table", VpcId=_VPC),
+    "ec2:CreateRouteTable": _ec2("create_route_table", VpcId=_VPC,
+                                 TagSpecifications=_spec("route-table")),
     "ec2:DeleteRouteTable": _ec2("delete_route_table", RouteTableId=_RTB),
     "ec2:CreateRoute": _ec2("create_route", RouteTableId=_RTB, DestinationCidrBlock="0.0.0.0/0",
                             GatewayId=_IGW),
@@ -49,21 +73,27 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                     SubnetId=_SUBNET),
     "ec2:DisassociateRouteTable": _ec2("disassociate_route_table",
                                        AssociationId="rtbassoc-0000000000000000f"),
-    "ec2:CreateSubnet": _ec2("create_subnet", VpcId=_VPC, CidrBlock="10.0.0.0/20"),
+    "ec2:CreateSubnet": _ec2("create_subnet", VpcId=_VPC, CidrBlock="10.0.0.0/20",
+                             TagSpecifications=_spec("subnet")),
     "ec2:DeleteSubnet": _ec2("delete_subnet", SubnetId=_SUBNET),
     "ec2:ModifySubnetAttribute": ("ec2", "modify_subnet_attribute",  # has no DryRun
                                   {"SubnetId": _SUBNET, "MapPublicIpOnLaunch": {"Value": True}}),
-    "ec2:AllocateAddress": _ec2("allocate_address", Domain="vpc"),
+    "ec2:AllocateAddress": _ec2("allocate_address", Domain="vpc",
+                                TagSpecifications=_spec("elastic-ip")),
     "ec2:ReleaseAddress": _ec2("release_address", AllocationId=_EIP),
-    "ec2:CreateNatGateway": _ec2("create_nat_gateway", SubnetId=_SUBNET, AllocationId=_EIP),
+    "ec2:CreateNatGateway": _ec2("create_nat_gateway", SubnetId=_SUBNET, AllocationId=_EIP,
+                                 TagSpecifications=_spec("natgateway")),
     "ec2:DeleteNatGateway": _ec2("delete_nat_gateway", NatGatewayId="nat-0000000000000000f"),
     "ec2:RunInstances": _ec2("run_instances", ImageId="ami-0000000000000000f", MinCount=1,
-                             MaxCount=1, InstanceType="t3.micro"),
+                             MaxCount=1, InstanceType="t3.micro",
+                             TagSpecifications=_spec("instance", "volume", "network-interface")),
     "ec2:TerminateInstances": _ec2("terminate_instances", InstanceIds=["i-0000000000000000f"]),
-    "ec2:CreateTags": _ec2("create_tags", Resources=[_VPC],
-                           Tags=[{"Key": "overcast:probe", "Value": "1"}]),
+    # Tagging is allowed only at creation (ec2:CreateAction): probed as a create with tags.
+    "ec2:CreateTags": _ec2("create_security_group", GroupName=PROBE, Description=PROBE,
+                           VpcId=_VPC, TagSpecifications=_spec("security-group")),
     "ec2:CreateSecurityGroup": _ec2("create_security_group", GroupName=PROBE,
-                                    Description=PROBE, VpcId=_VPC),
+                                    Description=PROBE, VpcId=_VPC,
+                                    TagSpecifications=_spec("security-group")),
     "ec2:DeleteSecurityGroup": _ec2("delete_security_group", GroupId=_SG),
     "ec2:AuthorizeSecurityGroupIngress": _ec2("authorize_security_group_ingress", GroupId=_SG,
                                               IpPermissions=_RULE),
@@ -90,10 +120,10 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
     # IAM: the probe role/profile never exists; creates carry a parameter AWS refuses.
     "iam:GetRole": ("iam", "get_role", {"RoleName": PROBE}),
     "iam:CreateRole": ("iam", "create_role", {"RoleName": PROBE, "AssumeRolePolicyDocument": "{}",
-                                              "PermissionsBoundary": f"not-an-arn-{PROBE}"}),
+                                              "PermissionsBoundary": f"not-an-arn-{PROBE}",
+                                              "Tags": TAGS}),
     "iam:DeleteRole": ("iam", "delete_role", {"RoleName": PROBE}),
-    "iam:TagRole": ("iam", "tag_role", {"RoleName": PROBE,
-                                        "Tags": [{"Key": "overcast:probe", "Value": "1"}]}),
+    "iam:TagRole": ("iam", "tag_role", {"RoleName": PROBE, "Tags": TAGS}),
     "iam:PutRolePolicy": ("iam", "put_role_policy", {"RoleName": PROBE, "PolicyName": PROBE,
                                                      "PolicyDocument": "{}"}),
     "iam:ListRolePolicies": ("iam", "list_role_policies", {"RoleName": PROBE}),
@@ -104,11 +134,12 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "RoleName": PROBE, "PolicyArn": f"arn:aws:iam::aws:policy/{PROBE}"}),
     "iam:GetInstanceProfile": ("iam", "get_instance_profile", {"InstanceProfileName": PROBE}),
     "iam:CreateInstanceProfile": ("iam", "create_instance_profile", {
-        "InstanceProfileName": PROBE, "Path": "no-slashes"}),  # a path must start with /
+        "InstanceProfileName": PROBE, "Path": "no-slashes",  # a path must start with /
+        "Tags": TAGS}),
     "iam:DeleteInstanceProfile": ("iam", "delete_instance_profile",
                                   {"InstanceProfileName": PROBE}),
     "iam:TagInstanceProfile": ("iam", "tag_instance_profile", {
-        "InstanceProfileName": PROBE, "Tags": [{"Key": "overcast:probe", "Value": "1"}]}),
+        "InstanceProfileName": PROBE, "Tags": TAGS}),
     "iam:AddRoleToInstanceProfile": ("iam", "add_role_to_instance_profile",
                                      {"InstanceProfileName": PROBE, "RoleName": PROBE}),
     "iam:RemoveRoleFromInstanceProfile": ("iam", "remove_role_from_instance_profile",
@@ -122,6 +153,10 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "logs:TagResource": ("logs", "tag_resource", {
         "resourceArn": f"arn:aws:logs:us-east-1:000000000000:log-group:{PROBE}",
         "tags": {"overcast:probe": "1"}}),
+    "logs:ListTagsForResource": ("logs", "list_tags_for_resource", {
+        "resourceArn": f"arn:aws:logs:us-east-1:000000000000:log-group:{PROBE}"}),
+    "ecr:ListTagsForResource": ("ecr", "list_tags_for_resource", {
+        "resourceArn": f"arn:aws:ecr:us-east-1:000000000000:repository/{PROBE}"}),
     "logs:DescribeLogGroups": ("logs", "describe_log_groups", {"logGroupNamePrefix": PROBE}),
     "logs:GetLogEvents": ("logs", "get_log_events", {"logGroupName": PROBE,
                                                      "logStreamName": PROBE}),
@@ -135,7 +170,7 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 # Checked by AWS only inside another call (RunInstances with a profile): nothing to try alone.
-UNPROBED = frozenset({"iam:PassRole"})
+UNPROBED = frozenset({"iam:PassRole", "iam:CreateServiceLinkedRole"})
 
 
 def is_temporary_key(access_key_id: str) -> bool:
@@ -144,9 +179,10 @@ def is_temporary_key(access_key_id: str) -> bool:
 
 
 def mask_key_id(access_key_id: str) -> str:
-    """What the API shows of a key id: its first 4 and last 4 characters."""
+    """What the API shows of a key id: only its own last 4 characters (never more, so a secret
+    given in the key id's place could not show through)."""
     key = access_key_id.strip()
-    return f"{key[:4]}{'*' * 8}{key[-4:]}" if len(key) > 8 else "*" * len(key)
+    return f"{'*' * 16}{key[-4:]}" if len(key) >= 12 else "*" * 20
 
 
 def caller_identity(ctx: AwsContext) -> dict[str, str]:
@@ -169,7 +205,7 @@ def missing_actions(ctx: AwsContext, actions: set[str] | frozenset[str]) -> list
             continue
         service, method, kwargs = PROBES[action]
         try:
-            getattr(ctx.client(service), method)(**kwargs)
+            getattr(ctx.client(service), method)(**_fill(kwargs))
         except ClientError as exc:
             if _denied(exc):
                 missing.append(action)

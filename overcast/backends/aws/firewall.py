@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ... import tags as T
-from .errors import code_of, wrap
+from .errors import AwsError, code_of, wrap
 from .network import Report, Resource, noop
 from .session import AwsContext
 
@@ -79,7 +79,10 @@ def _find(ec2: Any, tags: dict[str, str], vpc_id: str | None = None) -> list[dic
     if vpc_id:
         filters.append({"Name": "vpc-id", "Values": [vpc_id]})
     pages = ec2.get_paginator("describe_security_groups").paginate(Filters=filters)
-    return sorted((g for page in pages for g in page["SecurityGroups"]), key=lambda g: g["GroupId"])
+    # The server-side filter is a hint; only groups carrying every wanted tag are ours.
+    found = (g for page in pages for g in page["SecurityGroups"]
+             if tags.items() <= T.from_aws(g.get("Tags")).items())
+    return sorted(found, key=lambda g: g["GroupId"])
 
 
 @wrap
@@ -115,12 +118,18 @@ def ensure_cluster_security_group(
         except ClientError as exc:
             if code_of(exc) != "InvalidGroup.Duplicate":
                 raise
-            group_id = ec2.describe_security_groups(
+            group = ec2.describe_security_groups(
                 Filters=[
                     {"Name": "group-name", "Values": [name]},
                     {"Name": "vpc-id", "Values": [vpc_id]},
                 ]
-            )["SecurityGroups"][0]["GroupId"]
+            )["SecurityGroups"][0]
+            if not T.ours(group.get("Tags")):  # same name, someone else's: never adopt it
+                raise AwsError(
+                    f"A security group named {name!r} already exists in {vpc_id} and was not "
+                    "created by this overcast control plane. Delete or rename it."
+                ) from exc
+            group_id = group["GroupId"]
     wanted = _wanted(group_id, ports, cidr)
     have = _ingress_rules(ec2, group_id)
     missing, extra = wanted - have, have - wanted
@@ -140,7 +149,7 @@ def ensure_cluster_security_group(
 @wrap
 def list_cluster_security_groups(ctx: AwsContext, cluster_id: int) -> list[SecurityGroupInfo]:
     ec2 = ctx.client("ec2")
-    return [_info(g) for g in _find(ec2, {T.MANAGED: "true", T.CLUSTER: str(cluster_id)})]
+    return [_info(g) for g in _find(ec2, T.cluster_filter(cluster_id))]
 
 
 def _info(g: dict) -> SecurityGroupInfo:
@@ -175,7 +184,7 @@ def delete_cluster_security_groups(
 ) -> list[str]:
     """Delete the cluster's groups. Returns the ids still in use by instances that are shutting
     down (DependencyViolation): empty means done, otherwise call again on a later pass."""
-    tags = {T.MANAGED: "true", T.CLUSTER: str(cluster_id)}
+    tags = T.cluster_filter(cluster_id)
     if account is not None:
         tags[T.ACCOUNT] = account
     return delete_groups(ctx, tags, report)

@@ -1,4 +1,8 @@
-"""The instance role: what an overcast VM may do (ship its logs, read S3), named after the account.
+"""The instance role: what an overcast VM may do, named after the account.
+
+It ships its own logs to the account's log group and reads exactly the S3 buckets the account
+named (`backend_options={"s3_read": [...]}`): none by default, so a hosted tenant's VMs cannot
+read the operator's buckets.
 
 The role and its instance profile are both called exactly the account slug, as the product
 docs promise ("the role name that overcast creates is the same as your account slug"), so users
@@ -8,6 +12,7 @@ can attach their own S3 policies to it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -31,26 +36,26 @@ TRUST_POLICY = {
 }
 
 
-def instance_policy(slug: str) -> dict[str, Any]:
-    """Agents write their own log stream in the slug's group; dask reads data from S3."""
+def instance_policy(slug: str, s3_read: Sequence[str] = ()) -> dict[str, Any]:
+    """Agents write their own log stream in the slug's group; dask reads the granted buckets."""
     group = f"arn:aws:logs:*:*:log-group:{slug}"
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "ShipLogs",
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                "Resource": [group, f"{group}:*"],
-            },
-            {
-                "Sid": "ReadData",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:ListBucket"],
-                "Resource": "*",
-            },
-        ],
-    }
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ShipLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [group, f"{group}:*"],
+        }
+    ]
+    buckets = sorted(set(s3_read))
+    if buckets:
+        statements += [
+            {"Sid": "ListGrantedBuckets", "Effect": "Allow", "Action": "s3:ListBucket",
+             "Resource": [f"arn:aws:s3:::{b}" for b in buckets]},
+            {"Sid": "ReadGrantedBuckets", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets]},
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _is(exc: ClientError, code: str) -> bool:
@@ -58,18 +63,22 @@ def _is(exc: ClientError, code: str) -> bool:
 
 
 @wrap
-def ensure_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> str:
-    """Create (or repair) role + inline policy + instance profile; returns the profile name."""
+def ensure_instance_role(ctx: AwsContext, slug: str, report: Report = noop,
+                         s3_read: Sequence[str] = ()) -> str:
+    """Create (or repair) role + inline policy + instance profile; returns the profile name.
+
+    `s3_read`: the buckets the VMs may read (the policy is rewritten on every call, so a
+    changed list takes effect on the next set-up pass)."""
     iam = ctx.client("iam")
     tags = T.as_aws(T.resource_tags(slug))
     try:
         role = iam.get_role(RoleName=slug)["Role"]
         state = "found"
-        if T.from_aws(role.get("Tags")).get(T.MANAGED) != "true":
-            # Never rewrite the policy of a role someone else made.
+        if not T.ours(role.get("Tags")):
+            # Never rewrite the policy of a role someone else (or another control plane) made.
             raise AwsError(
-                f"An IAM role named {slug!r} already exists and was not created by overcast. "
-                "Rename or delete it, then set the backend up again."
+                f"An IAM role named {slug!r} already exists and was not created by this "
+                "overcast control plane. Rename or delete it, then set the backend up again."
             )
     except ClientError as exc:
         if not _is(exc, "NoSuchEntity"):
@@ -83,13 +92,19 @@ def ensure_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> s
         state = "created"
     # put_role_policy overwrites: this also repairs a policy someone edited.
     iam.put_role_policy(
-        RoleName=slug, PolicyName=INLINE_POLICY, PolicyDocument=json.dumps(instance_policy(slug))
+        RoleName=slug, PolicyName=INLINE_POLICY,
+        PolicyDocument=json.dumps(instance_policy(slug, s3_read)),
     )
     report(Resource("iam-role", role["Arn"], None, state))
 
     try:
         profile = iam.get_instance_profile(InstanceProfileName=slug)["InstanceProfile"]
         state = "found"
+        if profile.get("Tags") and not T.ours(profile["Tags"]):
+            raise AwsError(
+                f"An instance profile named {slug!r} already exists and was not created by "
+                "this overcast control plane. Delete it, then set the backend up again."
+            )
     except ClientError as exc:
         if not _is(exc, "NoSuchEntity"):
             raise
@@ -121,6 +136,8 @@ def delete_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> N
         if not _is(exc, "NoSuchEntity"):
             raise
         profile = None
+    if profile is not None and profile.get("Tags") and not T.ours(profile["Tags"]):
+        profile = None  # not ours: leave it alone
     if profile is not None:
         for role in profile.get("Roles", []):
             iam.remove_role_from_instance_profile(
@@ -135,7 +152,7 @@ def delete_instance_role(ctx: AwsContext, slug: str, report: Report = noop) -> N
         if _is(exc, "NoSuchEntity"):
             return
         raise
-    if T.from_aws(role.get("Tags")).get(T.MANAGED) != "true":
+    if not T.ours(role.get("Tags")):
         return  # not ours: leave it alone
     for name in iam.list_role_policies(RoleName=slug)["PolicyNames"]:
         iam.delete_role_policy(RoleName=slug, PolicyName=name)

@@ -125,15 +125,10 @@ def create_image(ctx: AwsContext, instance_id: str, name: str, tags: dict[str, s
     return ec2.create_image(
         InstanceId=instance_id, Name=name,
         Description=f"overcast VM image ({tags.get(VERSION_TAG, '')})",
-        # Snapshots are tagged once they exist (tag_snapshots): moto cannot tag them here.
+        # Not the snapshots: moto cannot tag them here, and tagging them after would need
+        # ec2:CreateTags outside a create action. They are found through their image.
         TagSpecifications=[{"ResourceType": "image", "Tags": T.as_aws(tags)}],
     )["ImageId"]
-
-
-@wrap
-def tag_snapshots(ctx: AwsContext, info: ImageInfo, tags: dict[str, str]) -> None:
-    if info.snapshots:
-        ctx.client("ec2").create_tags(Resources=info.snapshots, Tags=T.as_aws(tags))
 
 
 def _image_info(image: dict[str, Any]) -> ImageInfo:

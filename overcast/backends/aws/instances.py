@@ -121,7 +121,8 @@ def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
     existing = _describe(ec2, T.filters({LAUNCH_TOKEN: spec.client_token}))
     if existing:
         return existing[0]
-    tags = {T.MANAGED: "true", **spec.tags, T.ROLE: spec.role, LAUNCH_TOKEN: spec.client_token}
+    tags = {T.MANAGED: "true", T.DEPLOYMENT: T.deployment_id(), **spec.tags,
+            T.ROLE: spec.role, LAUNCH_TOKEN: spec.client_token}
     kwargs: dict[str, Any] = {
         "ImageId": spec.image_id,
         "InstanceType": spec.instance_type,
@@ -134,6 +135,9 @@ def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": T.as_aws(tags)},
             {"ResourceType": "volume", "Tags": T.as_aws(tags)},
+            # Tagged too: the ongoing policy allows RunInstances to make only tagged
+            # instances, volumes and interfaces (aws:RequestTag).
+            {"ResourceType": "network-interface", "Tags": T.as_aws(tags)},
         ],
         # Stopping is never used; a VM that shuts itself down (idle timeout) goes away.
         "InstanceInitiatedShutdownBehavior": "terminate",
@@ -158,7 +162,7 @@ def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
 def list_cluster_instances(
     ctx: AwsContext, cluster_id: int, include_terminated: bool = False
 ) -> list[InstanceInfo]:
-    filters = T.filters({T.MANAGED: "true", T.CLUSTER: str(cluster_id)})
+    filters = T.filters(T.cluster_filter(cluster_id))
     if not include_terminated:
         filters.append({"Name": "instance-state-name", "Values": LIVE_STATES})
     return _describe(ctx.client("ec2"), filters)
@@ -169,7 +173,8 @@ def list_account_instances(ctx: AwsContext, account: str) -> list[InstanceInfo]:
     """All live instances of an overcast account (in every cluster)."""
     filters = T.filters(T.resource_tags(account))
     filters.append({"Name": "instance-state-name", "Values": LIVE_STATES})
-    return _describe(ctx.client("ec2"), filters)
+    # The tag filter is also checked here: the sweeper terminates what this returns.
+    return [i for i in _describe(ctx.client("ec2"), filters) if T.ours(i.tags)]
 
 
 @wrap

@@ -7,7 +7,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ... import tags as T
-from .errors import code_of, wrap
+from .errors import AwsError, code_of, wrap
 from .network import Report, Resource, noop
 from .session import AwsContext
 
@@ -21,6 +21,20 @@ def _find_group(logs: Any, name: str) -> dict | None:
             if group["logGroupName"] == name:
                 return group
     return None
+
+
+def _is_ours(logs: Any, group: dict) -> bool:
+    """A group is ours only if it carries our managed and deployment tags; one that merely
+    has the slug's name (someone else's, or another control plane's) is never adopted."""
+    arn = group.get("arn", "").removesuffix(":*")
+    return T.ours(logs.list_tags_for_resource(resourceArn=arn).get("tags"))
+
+
+def _not_ours(name: str) -> AwsError:
+    return AwsError(
+        f"A CloudWatch log group named {name!r} already exists and was not created by this "
+        "overcast control plane. Rename or delete it, then set the backend up again."
+    )
 
 
 @wrap
@@ -39,6 +53,8 @@ def ensure_log_group(
             if code_of(exc) != "ResourceAlreadyExistsException":
                 raise
         group = _find_group(logs, slug) or {}
+    if group and not _is_ours(logs, group):
+        raise _not_ours(slug)
     if group.get("retentionInDays") != retention_days:
         logs.put_retention_policy(logGroupName=slug, retentionInDays=retention_days)
     report(Resource("log-group", group.get("arn", slug), None, state))
@@ -85,6 +101,9 @@ def read_streams(
 @wrap
 def delete_log_group(ctx: AwsContext, slug: str, report: Report = noop) -> None:
     logs = ctx.client("logs")
+    group = _find_group(logs, slug)
+    if group is None or not _is_ours(logs, group):
+        return  # gone, or not ours: a same-named group overcast did not create stays
     try:
         logs.delete_log_group(logGroupName=slug)
     except ClientError as exc:

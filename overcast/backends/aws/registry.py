@@ -5,7 +5,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from ... import tags as T
-from .errors import code_of, wrap
+from .errors import AwsError, code_of, wrap
 from .network import Report, Resource, noop
 from .session import AwsContext
 
@@ -13,6 +13,21 @@ from .session import AwsContext
 def repository_name(slug: str) -> str:
     # ECR names are lowercase; slugs already are, this only guards against surprises.
     return slug.lower()
+
+
+def _is_ours(ecr, repo: dict) -> bool:
+    """Only a repository carrying our managed and deployment tags is adopted or deleted."""
+    tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags")
+    return T.ours(tags)
+
+
+def _find(ecr, name: str) -> dict | None:
+    try:
+        return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
+    except ClientError as exc:
+        if code_of(exc) != "RepositoryNotFoundException":
+            raise
+        return None
 
 
 @wrap
@@ -38,6 +53,11 @@ def ensure_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> 
                 raise
             repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
             state = "found"
+    if state == "found" and not _is_ours(ecr, repo):
+        raise AwsError(
+            f"An ECR repository named {name!r} already exists and was not created by this "
+            "overcast control plane. Rename or delete it, then set the backend up again."
+        )
     report(Resource("ecr-repository", repo["repositoryArn"], None, state))
     return repo["repositoryUri"]
 
@@ -46,6 +66,9 @@ def ensure_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> 
 def delete_ecr_repository(ctx: AwsContext, slug: str, report: Report = noop) -> None:
     """Delete the repository and its images. Idempotent."""
     ecr = ctx.client("ecr")
+    found = _find(ecr, repository_name(slug))
+    if found is None or not _is_ours(ecr, found):
+        return  # gone, or someone else's repository with the slug's name: left alone
     try:
         repo = ecr.delete_repository(repositoryName=repository_name(slug), force=True)
     except ClientError as exc:

@@ -6,11 +6,13 @@ role-mode details for admins. Credentials go in, never out: only a masked key id
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from overcast import tags
 from overcast.backends.aws import access_role, policies
 from overcast.backends.aws.errors import AwsError
 from overcast.server.api.clusters import wake
@@ -21,6 +23,7 @@ from overcast.store.models import Account
 
 router = APIRouter(tags=["backend"])
 BACKEND = "/accounts/{slug}/backend"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def backend_document(session: Session, account: Account) -> dict[str, Any]:
@@ -29,15 +32,20 @@ def backend_document(session: Session, account: Account) -> dict[str, Any]:
     view["role_arn"] = row.role_arn if row is not None and row.kind == "aws" else None
     view["credentials"] = (None if row is None or row.kind != "aws"
                            else "role" if row.role_arn else "keys")
+    view["s3_read"] = list(row.s3_read or []) if row is not None else []
     return view
 
 
 @router.get("/policies/{name}")
-def get_policy(name: str) -> dict:
-    """The setup or ongoing IAM policy document, as JSON."""
+def get_policy(name: str, account: str | None = None) -> dict:
+    """The setup or ongoing IAM policy document, as JSON, scoped to this control plane's
+    deployment id (and, with `account`, iam:PassRole to that account's instance role)."""
     if name not in policies.NAMES:
         raise HTTPException(404, f"No policy {name!r}: use one of {', '.join(policies.NAMES)}.")
-    return policies.load(name)
+    if account is not None and not _SLUG.match(account):
+        raise HTTPException(422, "account must be an account slug (lowercase letters, digits "
+                                 "and dashes).")
+    return policies.load(name, tags.deployment_id(), account)
 
 
 @router.get(BACKEND)
@@ -95,4 +103,5 @@ def role_setup(request: Request, access: AccountAccess = Depends(admin_of),
     return {"external_id": ext, "trusted_account_id": trusted,
             "role_name": access_role.role_name(slug),
             "trust_policy": access_role.trust_policy(trusted, ext),
-            "policies": list(policies.NAMES)}
+            "policies": list(policies.NAMES),
+            "policy_documents": service.policy_documents(access.account)}

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from overcast import crypto, options
+from overcast import crypto, options, tags
 from overcast.backends.aws import checks, policies
 from overcast.backends.aws.errors import AwsError, CredentialsInvalid
 from overcast.backends.aws.session import AwsContext, context
@@ -32,7 +32,15 @@ ALIASES = {"region": "aws_region", "access_key_id": "aws_access_key_id",
            "role_arn": "aws_role_arn"}
 KNOWN = {"backend", "aws_region", "aws_access_key_id", "aws_secret_access_key",
          "aws_session_token", "aws_role_arn", "zone", "firewall", "registry_type",
-         "registry_username", "registry_access_token"}
+         "registry_username", "registry_access_token", "s3_read"}
+NOT_STRINGS = {"firewall": dict, "s3_read": list}  # every other option is a string
+# Formats AWS gives its keys: checked before any AWS call, so a typo or a swapped pair is
+# named as such instead of becoming an opaque signature error.
+_KEY_ID = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$")
+_SECRET = re.compile(r"^[A-Za-z0-9/+=]{40}$")
+# S3 bucket naming rules (3-63 of lowercase, digits, dots, dashes; letter/digit at both ends).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MAX_S3_READ = 50
 
 
 class BackendConfigError(Exception):
@@ -44,9 +52,11 @@ class BackendConfigError(Exception):
         self.status = status
 
 
-def policy_documents() -> dict[str, dict]:
-    """{"setup": {...}, "ongoing": {...}}: what a customer attaches to overcast's IAM user."""
-    return {name: policies.load(name) for name in policies.NAMES}
+def policy_documents(account: Account | None = None) -> dict[str, dict]:
+    """{"setup": {...}, "ongoing": {...}}: what a customer attaches to overcast's IAM user,
+    scoped to this control plane's deployment id (and the account's role, when given)."""
+    role = account.slug if account is not None else None
+    return {name: policies.load(name, tags.deployment_id(), role) for name in policies.NAMES}
 
 
 def get_backend(session: Session, account: Account) -> Backend | None:
@@ -84,8 +94,12 @@ def configure_backend(session: Session, account: Account, params: dict[str, Any]
     kind = p.get("backend") or "aws"
     if kind not in KINDS:
         raise BackendConfigError(f"backend must be one of {', '.join(KINDS)}, not {kind!r}.")
+    s3_read = _s3_read(p)
     if kind == "hosted":
-        return reset_backend(session, account)
+        backend = reset_backend(session, account)
+        backend.s3_read = s3_read
+        _announce_s3_read(session, account, s3_read)
+        return backend
     region, zone, firewall = _placement(p)
     registry = _registry(p)
     if _active_clusters(session, account):
@@ -103,6 +117,7 @@ def configure_backend(session: Session, account: Account, params: dict[str, Any]
                                          if registry["token"] else None)
     backend.credentials_encrypted = crypto.encrypt(json.dumps(creds))
     backend.key_id_masked, backend.role_arn = masked, creds.get("role_arn")
+    backend.s3_read = s3_read
     backend.state, backend.reason, backend.updated_at = "pending", None, utcnow()
     # Rows describe the previous place (hosted, or another AWS account): setup reports anew.
     session.execute(delete(BackendResource).where(BackendResource.scope == account.slug))
@@ -126,6 +141,7 @@ def reset_backend(session: Session, account: Account) -> Backend:
     backend.registry_type, backend.registry_username = "ecr", None
     backend.credentials_encrypted = backend.registry_secret_encrypted = None
     backend.key_id_masked = backend.role_arn = None
+    backend.s3_read = None
     backend.state, backend.reason, backend.updated_at = "ready", None, utcnow()
     if was_aws:
         notify(session, account.id, "backend-reset",
@@ -152,14 +168,82 @@ def request_teardown(session: Session, account: Account) -> Backend:
     return backend
 
 
+def set_s3_read(session: Session, account: Account, buckets: Any) -> Backend:
+    """Name the S3 buckets the account's VMs may read (the Account page). Hosted: applied to
+    the instance role before the next cluster starts. Own AWS account: set-up runs again (the
+    role lives there), which needs the setup policy attached."""
+    grants = _s3_read(_normalise({"s3_read": buckets}))
+    backend = get_backend(session, account) or Backend(account_id=account.id, kind="hosted")
+    session.add(backend)
+    if backend.kind == "aws" and backend.state not in ("ready", "error"):
+        raise BackendConfigError("The backend is busy (setting up or removing); try again "
+                                 "once it is ready.", 409)
+    backend.s3_read = grants
+    if backend.kind == "aws":
+        backend.state, backend.reason, backend.updated_at = "pending", None, utcnow()
+    _announce_s3_read(session, account, grants)
+    session.flush()
+    return backend
+
+
 # -- checks ---------------------------------------------------------------------------------
 def _normalise(params: dict[str, Any]) -> dict[str, Any]:
-    p = {ALIASES.get(k, k): v for k, v in (params or {}).items() if v is not None}
+    if not isinstance(params, dict):
+        raise BackendConfigError("The backend options must be a JSON object of option: value.")
+    p = {ALIASES.get(k, k): v for k, v in params.items() if v is not None}
     unknown = sorted(set(p) - KNOWN)
     if unknown:
         raise BackendConfigError(f"Unknown backend option(s): {', '.join(unknown)}. Known: "
                                  f"{', '.join(sorted(KNOWN))}.")
+    for key, value in p.items():
+        wanted = NOT_STRINGS.get(key, str)
+        if not isinstance(value, wanted):
+            kind = {dict: "an object", list: "a list of bucket names", str: "a string"}[wanted]
+            raise BackendConfigError(f"{key} must be {kind}, not {type(value).__name__}.")
+        if wanted is str and not value.strip():
+            raise BackendConfigError(f"{key} is empty: give a value, or leave it out.")
     return {k: v.strip() if isinstance(v, str) else v for k, v in p.items()}
+
+
+def _s3_read(p: dict[str, Any]) -> list[str]:
+    """The buckets the account's instance role may read (s3:GetObject/ListBucket)."""
+    buckets = p.get("s3_read") or []
+    if len(buckets) > MAX_S3_READ:
+        raise BackendConfigError(f"s3_read names {len(buckets)} buckets; at most "
+                                 f"{MAX_S3_READ} are allowed.")
+    for name in buckets:
+        if not isinstance(name, str) or not _BUCKET.match(name) or ".." in name:
+            shown = name if isinstance(name, str) and len(name) <= 80 else type(name).__name__
+            raise BackendConfigError(
+                f"s3_read: {shown!r} is not an S3 bucket name (3-63 lowercase letters, digits, "
+                "dots and dashes; no s3:// prefix, no key).")
+    return sorted(set(buckets))
+
+
+def _announce_s3_read(session: Session, account: Account, buckets: list[str]) -> None:
+    if buckets:
+        notify(session, account.id, "backend-s3-read",
+               f"Clusters of {account.slug} may read the S3 buckets {', '.join(buckets)}; the "
+               "instance role is updated before the next cluster starts")
+
+
+def _check_key_format(key_id: str, secret: str) -> None:
+    """Refuse malformed keys before any AWS call; the message never contains either value."""
+    if _SECRET.match(key_id) and _KEY_ID.match(secret):
+        raise BackendConfigError(
+            "The access key id and the secret access key look swapped: aws_access_key_id "
+            "starts with AKIA (20 characters), aws_secret_access_key is the 40-character "
+            "secret. Give each in its own field.")
+    if not _KEY_ID.match(key_id):
+        raise BackendConfigError(
+            "aws_access_key_id is not an AWS access key id: it is 20 characters, AKIA (or "
+            "ASIA) followed by 16 capital letters and digits. Copy it again from the IAM "
+            "console.")
+    if not _SECRET.match(secret):
+        raise BackendConfigError(
+            "aws_secret_access_key is not an AWS secret access key: it is 40 characters of "
+            "letters, digits, + and /. Copy it again (it is shown once, when the key is "
+            "made).")
 
 
 def _placement(p: dict[str, Any]) -> tuple[str, str | None, dict | None]:
@@ -189,6 +273,10 @@ def _credentials(session: Session, account: Account, p: dict[str, Any],
                  region: str) -> tuple[dict[str, str], str | None, AwsContext]:
     key_id, secret = p.get("aws_access_key_id"), p.get("aws_secret_access_key")
     role_arn = p.get("aws_role_arn")
+    if key_id and secret:
+        _check_key_format(key_id, secret)
+    elif key_id and not _KEY_ID.match(key_id):
+        _check_key_format(key_id, "x" * 40)
     if p.get("aws_session_token"):
         raise BackendConfigError(
             "A session token means temporary credentials, which expire and would stop your "
@@ -199,10 +287,10 @@ def _credentials(session: Session, account: Account, p: dict[str, Any],
             f"The access key {checks.mask_key_id(key_id)} is temporary (ASIA...: issued by STS, "
             "it expires): give the long-lived access key of an IAM user (AKIA...), or use "
             "role mode (aws_role_arn).")
+    if role_arn and not _ROLE_ARN.match(role_arn):
+        raise BackendConfigError("aws_role_arn is not an IAM role ARN "
+                                 "(arn:aws:iam::<12-digit account>:role/<name>).")
     if role_arn and not (key_id or secret):
-        if not _ROLE_ARN.match(role_arn):
-            raise BackendConfigError(f"{role_arn!r} is not an IAM role ARN "
-                                     "(arn:aws:iam::<12-digit account>:role/<name>).")
         creds = {"role_arn": role_arn, "external_id": external_id(session, account)}
         masked = None
     else:
@@ -267,4 +355,4 @@ def _active_clusters(session: Session, account: Account) -> bool:
 
 __all__ = ["BackendConfigError", "backend_resources", "configure_backend",
            "external_id", "get_backend", "policy_documents", "request_teardown",
-           "reset_backend"]
+           "reset_backend", "set_s3_read"]

@@ -39,7 +39,9 @@ def policy_text(name: str) -> str:
 def current_backend(session: Session, page: Page) -> dict[str, Any]:
     account = page.access.account
     row = service.get_backend(session, account)
-    return backend_view(row, service.backend_resources(session, account, row))
+    view = backend_view(row, service.backend_resources(session, account, row))
+    view["s3_read"] = list(row.s3_read or []) if row is not None else []
+    return view
 
 
 def account_context(session: Session, page: Page, **extra: Any) -> dict[str, Any]:
@@ -142,6 +144,25 @@ def reset_backend(request: Request, form: dict = Depends(checked_form),
         session.rollback()
         return render(request, "account.html",
                       account_context(session, page, backend_error=exc.message),
+                      page=page, status=exc.status)
+    session.commit()
+    wake(request)
+    return RedirectResponse(f"/a/{page.access.account.slug}/account", 303)
+
+
+@router.post("/a/{slug}/backend/s3-read")
+def set_s3_read(request: Request, form: dict = Depends(checked_form),
+                page: Page = Depends(page_admin),
+                session: Session = Depends(db_session)) -> Response:
+    """The buckets this account's clusters may read: one name per line (or comma-separated)."""
+    text = form.get("s3_read", "")
+    buckets = [b for b in text.replace(",", "\n").split() if b]
+    try:
+        service.set_s3_read(session, page.access.account, buckets)
+    except service.BackendConfigError as exc:
+        session.rollback()
+        return render(request, "account.html",
+                      account_context(session, page, s3_read_error=exc.message),
                       page=page, status=exc.status)
     session.commit()
     wake(request)

@@ -1,0 +1,70 @@
+"""The container boot path's pure parts: user data decoding, cloud-config, egress settings,
+the stock AMI's identity, and which SSM paths name Debian's parameters."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+
+from overcast.localcloud import containers, instance_init, stockimage
+from overcast.localcloud.motoimages import _wants_debian
+
+
+def test_user_data_is_decoded_like_ec2_passes_it():
+    script = b"#!/bin/sh\necho hi\n"
+    assert instance_init.decode(script) == script
+    assert instance_init.decode(gzip.compress(script)) == script
+    assert instance_init.decode(base64.b64encode(script)) == script
+    assert instance_init.decode(base64.b64encode(gzip.compress(script))) == script
+    assert instance_init.decode(b"#cloud-config\n{}") == b"#cloud-config\n{}"
+
+
+def test_write_files_content_encodings_permissions_and_append(tmp_path):
+    target = tmp_path / "d" / "f.txt"
+    instance_init.write_files([
+        {"path": str(target), "content": "one\n", "permissions": "0600"},
+        {"path": str(target), "content": base64.b64encode(b"two\n").decode(),
+         "encoding": "b64", "append": True, "permissions": "0600"},
+        {"path": str(tmp_path / "g"), "encoding": "gz+b64",
+         "content": base64.b64encode(gzip.compress(b"zipped")).decode()},
+    ])
+    assert target.read_text() == "one\ntwo\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "g").read_bytes() == b"zipped"
+
+
+def test_egress_env_passes_registry_settings_but_no_host_paths(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://index.example/simple")
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_CERT", containers.CA_BUNDLE)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-inside")
+    env = containers.egress_env()
+    assert env["PIP_INDEX_URL"] == "https://index.example/simple"
+    assert env["PIP_CERT"] == containers.CA_BUNDLE
+    assert "PIP_FIND_LINKS" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_mounts_are_read_only_and_only_the_init_file_of_overcast():
+    mounts = containers.egress_mounts()
+    assert all(m["mode"] == "ro" for m in mounts.values())
+    ours = [src for src in mounts if "overcast" in src]
+    assert ours == [str(containers.INIT)]
+
+
+def test_stock_ami_identity_is_stable_and_named_like_debians():
+    assert stockimage.ami_id() == stockimage.ami_id()
+    assert re.fullmatch(r"ami-0[0-9a-f]{16}", stockimage.ami_id())
+    assert re.fullmatch(r"debian-12-amd64-\d{8}-\d+", stockimage.AMI_NAME)
+    doc = stockimage.ami_document()
+    assert doc["owner_id"] == "136693071363" and doc["public"] is True
+    assert stockimage.image_tag().endswith(":" + stockimage.cache_key())
+
+
+def test_debian_parameters_load_for_their_paths_only():
+    assert _wants_debian("/aws/service/debian/release/12/latest/amd64")
+    assert _wants_debian("/aws/service/debian")
+    assert _wants_debian("/aws/service/")
+    assert not _wants_debian("/aws/service/ami-amazon-linux-latest/x")
+    assert not _wants_debian("/my/app")
+    assert not _wants_debian("/")
