@@ -1,14 +1,15 @@
 """images: overcast VM images (AMIs) built per AWS account and region
 
 Revision ID: 0006_images
-Revises: 0005
+Revises: 0006_iam
 Create Date: 2026-11-30 22:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0006_images'
-down_revision = '0005'
+# Chained after 0006_iam (merged from main) so there is one head; the lead may re-chain.
+down_revision = '0006_iam'
 branch_labels = None
 depends_on = None
 
