@@ -59,7 +59,10 @@ def stop(name: str, account: str | None) -> None:
     from overcast.client.functions import delete_cluster
 
     info = delete_cluster(name, account) or {}
-    out.print(f"Cluster {name}: {info.get('state', 'stopping')}.")
+    state = info.get("state", "stopping")
+    if info.get("desired_state") == "stopped" and state not in ("stopping", "stopped", "error"):
+        state = "stopping"  # asked; the reconciler acts on it within a pass
+    out.print(f"Cluster {name}: {state}.")
 
 
 @cluster.command()

@@ -120,15 +120,19 @@ def interrupt_spot_cmd(instance_id: str, notice: float) -> None:
 
 
 @local_cloud.command("inject-fault")
-@click.option("--action", default="RunInstances", show_default=True, help="EC2 action.")
+@click.option("--action", default="RunInstances", show_default=True,
+              help="EC2 action, or * for every action.")
 @click.option("--error", default="InsufficientInstanceCapacity", show_default=True,
-              help="InsufficientInstanceCapacity, RequestLimitExceeded, Throttling, ...")
+              help="InsufficientInstanceCapacity, RequestLimitExceeded, Throttling, "
+                   "VcpuLimitExceeded, InternalError, Unavailable, ...")
 @click.option("--zone", "zones", multiple=True, help="Only in this zone (repeatable).")
+@click.option("--cluster", default=None,
+              help="Only requests about this cluster id (its overcast:cluster tag).")
 @click.option("--count", type=int, default=None, help="Fail this many calls (default: all).")
 @click.option("--clear", is_flag=True, help="Remove every fault instead.")
 @click.option("--list", "show", is_flag=True, help="List active faults.")
-def inject_fault_cmd(action: str, error: str, zones: tuple[str, ...], count: int | None,
-                     clear: bool, show: bool) -> None:
+def inject_fault_cmd(action: str, error: str, zones: tuple[str, ...], cluster: str | None,
+                     count: int | None, clear: bool, show: bool) -> None:
     """Make the local cloud answer EC2 calls with an AWS error (capacity, throttling)."""
     if clear:
         _control("faults", method="DELETE")
@@ -137,8 +141,9 @@ def inject_fault_cmd(action: str, error: str, zones: tuple[str, ...], count: int
     if show:
         click.echo(json.dumps(_control("faults", method="GET"), indent=2))
         return
-    rule = _control("faults", {"action": action, "error": error,
+    rule = _control("faults", {"action": action, "error": error, "cluster": cluster,
                                "zones": list(zones) or None, "count": count})
     click.echo(f"Fault {rule['id']}: {action} -> {error} in "
                f"{', '.join(zones) or 'every zone'}"
+               f"{f' for cluster {cluster}' if cluster else ''}"
                f"{f' for {count} calls' if count else ''}.")

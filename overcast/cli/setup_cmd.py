@@ -122,9 +122,11 @@ def aws(account, region, access_key_id, secret_access_key, zone, registry_type,
         no_wait) -> None:
     """Run this account's clusters in your own AWS account."""
     if print_policy:
-        from overcast.backends.aws import policies
+        import json
 
-        click.echo(policies.text(print_policy))
+        from overcast.backends import provider_for
+
+        click.echo(json.dumps(provider_for("aws").policy_documents()[print_policy], indent=2))
         return
     api = _api()
     slug = api.account(account)
@@ -171,18 +173,18 @@ def _put(api, slug: str, body: dict[str, Any], role_mode: bool) -> dict[str, Any
 
 def _make_role(api, slug: str, region: str) -> str:
     """Create the cross-account role in the account of the local AWS profile."""
-    from overcast.backends.aws import access_role, policies, session
-    from overcast.backends.aws.errors import AwsError
+    from overcast.backends import provider_for
+    from overcast.backends.base import ProviderError
     from overcast.client.backend import backend_path
 
     info = api.get(backend_path(slug, "/role-setup"))
+    provider = provider_for("aws")
     try:
-        ctx = session.context(region)  # your profile: boto3's default credential chain
-        arn = access_role.ensure_access_role(ctx, slug, info["trusted_account_id"],
-                                             info["external_id"],
-                                             info.get("policy_documents") or
-                                             {n: policies.load(n) for n in policies.NAMES})
-    except AwsError as exc:
+        ctx = provider.connect(region)  # your profile: the SDK's default credential chain
+        arn = provider.create_access_role(ctx, slug, info["trusted_account_id"],
+                                          info["external_id"],
+                                          info.get("policy_documents"))
+    except ProviderError as exc:
         fail(f"Could not create the role with your local AWS profile: {exc}")
     out.print(f"Role [bold]{arn}[/] trusts account {info['trusted_account_id']} with "
               f"external id {info['external_id']}; policies setup + ongoing attached.")

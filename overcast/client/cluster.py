@@ -180,7 +180,8 @@ class Cluster(_DaskCluster):
                 "GET", Api.clusters_path(self._account, self._requested_name))
         except NotFound:
             return None
-        return None if info.get("state") in ENDED else info
+        stopping = info.get("desired_state") == "stopped"  # asked to stop, not yet acted on
+        return None if info.get("state") in ENDED or stopping else info
 
     async def _wait_until_running(self) -> dict[str, Any]:
         info, name = self._info, self.name

@@ -23,7 +23,8 @@ def list_clusters(account: str | None = None, *, api: Api | None = None) -> dict
 
 
 def delete_cluster(name: str, account: str | None = None, *, api: Api | None = None) -> dict:
-    """Ask the control plane to stop cluster `name`; returns at once (state `stopping`)."""
+    """Ask the control plane to stop cluster `name`; returns at once (`desired_state`
+    `stopped`; `state` becomes `stopping` on the control plane's next pass)."""
     api = api or Api()
     slug = api.account(account)
     return api.request("DELETE", Api.clusters_path(slug, name))
@@ -126,8 +127,10 @@ def notifications_table(rows: list[dict[str, Any]]):
     table.add_column("message", overflow="fold")
     for n in rows:
         level = str(n.get("level") or "")
+        count = int(n.get("count") or 1)
+        repeat = f" (x{count}, last {short_time(n.get('last_at'))})" if count > 1 else ""
         table.add_row(short_time(n.get("time")), level, str(n.get("event_type") or ""),
-                      str(n.get("cluster") or ""), str(n.get("message") or ""),
+                      str(n.get("cluster") or ""), str(n.get("message") or "") + repeat,
                       style=LEVEL_STYLE.get(level.lower(), ""))
     return table
 

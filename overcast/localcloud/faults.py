@@ -4,7 +4,10 @@ moto never runs out of capacity, never throttles and never interrupts spot insta
 tell the local cloud to do so over HTTP on its endpoint:
 
   POST   /_overcast/faults   {"action": "RunInstances", "error": "InsufficientInstanceCapacity",
-                              "zones": ["us-east-1a"], "count": 2}   (zones, count optional)
+                              "zones": ["us-east-1a"], "count": 2, "cluster": "12"}
+                             (zones, count, cluster optional; action "*": every EC2 action;
+                             cluster: only requests naming that overcast:cluster tag, in
+                             TagSpecifications or tag filters)
   GET    /_overcast/faults   -> list of active rules;  DELETE /_overcast/faults -> clear all
   POST   /_overcast/<name>   other control handlers registered by the local cloud
                              (spot-interruptions, accounts)
@@ -33,7 +36,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "Throttling": (400, "Rate exceeded"),
     "InsufficientFreeAddressesInSubnet": (400, "Insufficient free IP addresses in subnet."),
     "MaxSpotInstanceCountExceeded": (400, "Max spot instance count exceeded"),
+    "VcpuLimitExceeded": (400, ("You have requested more vCPU capacity than your current vCPU "
+                                "limit of 32 allows for the instance bucket that the specified "
+                                "instance type belongs to.")),
+    "InternalError": (500, "An internal error has occurred."),
+    "Unavailable": (503, "The server is overloaded and can't handle the request."),
+    # A code overcast has never seen: the "anything else" path.
+    "OvercastInjectedUnexpected": (400, "An error no client expects."),
 }
+CLUSTER_TAG = "overcast:cluster"
 
 Handler = Callable[[dict[str, Any]], Any]
 
@@ -44,6 +55,7 @@ class FaultRule:
     error: str = "InsufficientInstanceCapacity"
     zones: list[str] | None = None  # None: every zone
     count: int | None = None  # None: until cleared
+    cluster: str | None = None  # None: every request; else only those naming this cluster
     id: str = ""
 
 
@@ -68,17 +80,35 @@ class Faults:
         with self._lock:
             return list(self._rules)
 
-    def match(self, action: str, zone: str | None) -> FaultRule | None:
+    def match(self, action: str, zone: str | None,
+              params: dict[str, list[str]] | None = None) -> FaultRule | None:
         """The first rule for this request, consuming one of its uses."""
         with self._lock:
             for rule in self._rules:
-                if rule.action == action and (rule.zones is None or zone in rule.zones):
+                if rule.cluster is not None and rule.cluster not in clusters_named(params or {}):
+                    continue
+                if rule.action in (action, "*") and (rule.zones is None or zone in rule.zones):
                     if rule.count is not None:
                         rule.count -= 1
                         if rule.count <= 0:
                             self._rules.remove(rule)
                     return rule
         return None
+
+
+def clusters_named(params: dict[str, list[str]]) -> set[str]:
+    """The overcast:cluster tag values an EC2 query request carries (tags it sets or filters
+    on), e.g. TagSpecification.1.Tag.2.Key=overcast:cluster + ...Value=12."""
+    found: set[str] = set()
+    for key, values in params.items():
+        if key.endswith(".Key") and values[:1] == [CLUSTER_TAG]:
+            found.update(params.get(key[: -len("Key")] + "Value", []))
+        elif key.endswith(".Name") and values[:1] == [f"tag:{CLUSTER_TAG}"]:
+            prefix = key[: -len("Name")] + "Value."
+            for other, vals in params.items():
+                if other.startswith(prefix):
+                    found.update(vals)
+    return found
 
 
 def ec2_error(code: str) -> tuple[int, bytes]:
@@ -119,7 +149,7 @@ class ControlMiddleware:
                 zone = params.get("Placement.AvailabilityZone", [None])[0]
                 if zone is None and params.get("SubnetId"):
                     zone = subnet_zone(params["SubnetId"][0])
-                rule = self.faults.match(action, zone)
+                rule = self.faults.match(action, zone, params)
                 if rule is not None:
                     status, err = ec2_error(rule.error)
                     start_response(f"{status} Error", [("Content-Type", "text/xml"),

@@ -224,12 +224,10 @@ def read_operator_keys() -> dict[str, str] | None:
 
 
 def _default_policies() -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        from overcast.backends.aws import policies  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise LookupError("overcast.backends.aws.policies is not there yet: pass the setup "
-                          "and ongoing policy documents") from exc
-    return policies.load("setup"), policies.load("ongoing")
+    from overcast.backends import provider_for
+
+    documents = provider_for("aws").policy_documents()
+    return documents["setup"], documents["ongoing"]
 
 
 def new_aws_account(setup_policy: dict[str, Any] | str | None = None,

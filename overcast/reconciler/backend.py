@@ -13,11 +13,11 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import iam, instances, logs, network, registry, teardown
-from overcast.backends.aws.errors import AwsError
+from overcast.backends.base import ProviderError
 from overcast.reconciler import images
+from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.contexts import ContextFactory
-from overcast.reconciler.infra import LOG_RETENTION_DAYS, InfraCache, recorder
+from overcast.reconciler.infra import InfraCache, recorder
 from overcast.store.db import Database
 from overcast.store.models import Backend, utcnow
 from overcast.store.notify import notify
@@ -29,21 +29,43 @@ WORKING = ("pending", "provisioning", "deleting")
 class BackendMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache) -> None:
         self.contexts, self.infra = contexts, infra
+        self.backoff = Backoff(base=2.0, cap=300.0)  # per account (backend row)
 
     def run_pass(self, db: Database) -> bool:
-        """One step for every customer backend being set up or torn down; True if any."""
+        """One step for every customer backend being set up or torn down (and not backing
+        off after a failure); True if any."""
         with db.session() as session:
             ids = session.scalars(select(Backend.id).where(
                 Backend.kind == "aws", Backend.state.in_(WORKING))).all()
         for backend_id in ids:
+            if not self.backoff.ready(backend_id):
+                continue
             try:
                 with db.session() as session:
-                    self.step(session, session.get(Backend, backend_id))
-            except Exception:  # one account's bug must not stop the others (or clusters)
+                    ok = self.step(session, session.get(Backend, backend_id))
+            except Exception as exc:  # one account's bug must not stop the others
                 log.exception("backend %s: step failed", backend_id)
+                ok = False
+                self._unexpected(db, backend_id, exc)
+            if ok:
+                self.backoff.succeeded(backend_id)
+            else:
+                self.backoff.failed(backend_id)
         return bool(ids)
 
-    def step(self, session: Session, backend: Backend) -> None:
+    def _unexpected(self, db: Database, backend_id: int, exc: Exception) -> None:
+        try:
+            with db.session() as session:
+                backend = session.get(Backend, backend_id)
+                notify(session, backend.account_id, "reconciler-error",
+                       f"An internal error ({type(exc).__name__}) interrupted the set-up of "
+                       "your cloud account; overcast retries with backoff.", level="error")
+                session.commit()
+        except Exception:
+            log.exception("backend %s: could not record the failure", backend_id)
+
+    def step(self, session: Session, backend: Backend) -> bool:
+        """One step; False after a cloud error (the caller backs off)."""
         account = backend.account
         try:
             target = self.contexts.for_account(session, account, backend.region)
@@ -56,7 +78,9 @@ class BackendMachine:
                 self._setup(session, backend, target)
             elif backend.state == "deleting":
                 self._teardown(session, backend, target)
-        except AwsError as exc:
+            return True
+        except ProviderError as exc:
+            session.rollback()
             if exc.retryable:
                 notify(session, account.id, "aws-retry", f"Waiting on AWS, will retry: {exc}",
                        level="warning")
@@ -64,20 +88,20 @@ class BackendMachine:
                 backend.state, backend.reason = "error", str(exc)
                 notify(session, account.id, "backend-error", str(exc), level="error")
             session.commit()
+            return False
 
     def _setup(self, session: Session, backend: Backend, target) -> None:
         account, region = backend.account, backend.region
         report = recorder(session, account, target, region)
         slug = account.slug
-        network.ensure_network(target.ctx, slug, report=report)
-        iam.ensure_instance_role(target.ctx, slug, report=report,
-                                 s3_read=list(backend.s3_read or []))
-        logs.ensure_log_group(target.ctx, slug, retention_days=LOG_RETENTION_DAYS, report=report)
-        if backend.registry_type == "ecr":
-            registry.ensure_ecr_repository(target.ctx, slug, report=report)
+        self.contexts.provider.set_up_account(target.ctx, slug, network_owner=slug,
+                                              registry=backend.registry_type,
+                                              s3_read=list(backend.s3_read or []),
+                                              report=report)
         # The account's VM image (reconciler/images.py): setup is done once it is available.
         if not images.ready_for_setup(session, account, target, fallback=lambda: (
-                instances.find_image(target.ctx, owners=[self.contexts.image_owner()]))):
+                self.contexts.provider.find_image(target.ctx,
+                                                  owners=[self.contexts.image_owner()]))):
             session.commit()
             return
         backend.state, backend.reason = "ready", None
@@ -88,8 +112,9 @@ class BackendMachine:
 
     def _teardown(self, session: Session, backend: Backend, target) -> None:
         account, region = backend.account, backend.region
-        teardown.teardown_account(target.ctx, account.slug, owner=account.slug,
-                                  report=recorder(session, account, target, region))
+        self.contexts.provider.tear_down_account(
+            target.ctx, account.slug, network_owner=account.slug,
+            report=recorder(session, account, target, region))
         # Everything is gone: back to the hosted default, forgetting the credentials.
         backend.kind, backend.region, backend.zone, backend.firewall = "hosted", "us-east-1", \
             None, None

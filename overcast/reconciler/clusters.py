@@ -13,44 +13,46 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from overcast import reachability
-from overcast.backends.aws import firewall, instances
-from overcast.backends.aws.errors import AwsError, CapacityError
+from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
 from overcast.reconciler import images
 from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
+from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
 from overcast.reconciler.placement import (
     SPOT_INTERRUPTED,
-    SPOT_INTERRUPTION,
     PlacementError,
     Zones,
     check_instance_types,
     worker_is_spot,
 )
+from overcast.reconciler.quota import QuotaHold
 from overcast.reconciler.timeouts import Timeouts
 from overcast.store.models import Cluster, Instance, utcnow
 from overcast.store.notify import notify
 
 log = logging.getLogger("overcast.reconciler")
-LIVE = ("requested", "launched", "booting", "ready")
-AWS_GONE = ("shutting-down", "terminated", "stopping", "stopped")
 
 
 class ClusterMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
                  timeouts: Timeouts, control_plane_ca: str | None = None) -> None:
         self.contexts, self.infra = contexts, infra
+        self.provider = contexts.provider
         self.control_plane, self.timeouts = control_plane, timeouts
         self.control_plane_ca = control_plane_ca
         self._images: dict[tuple, str] = {}
         self.zones = Zones(infra)
+        self.quota = QuotaHold()
 
-    def step(self, session: Session, cluster: Cluster) -> None:
+    def step(self, session: Session, cluster: Cluster) -> bool:
+        """One step towards what the user asked. False: a cloud error to back off from."""
         try:
             # Inside the try: in role mode this assumes the customer's role, which can fail.
             target = self.contexts.for_account(session, cluster.account, cluster.region)
+            self._follow_desired(session, cluster)
             if cluster.state == "pending":
                 self._prepare(session, cluster, target)
             # No `elif`: a cluster that just became "starting" launches in this same pass.
@@ -58,14 +60,41 @@ class ClusterMachine:
                 self._converge(session, cluster, target)
             elif cluster.state == "stopping":
                 self._teardown(session, cluster, target)
+            return True
         except PlacementError as exc:
+            session.rollback()
             self.fail(session, cluster, str(exc))
-        except AwsError as exc:
-            if exc.retryable or cluster.state == "stopping":
-                notify(session, cluster.account_id, "aws-retry",
-                       f"Waiting on AWS, will retry: {exc}", level="warning", cluster=cluster)
-            else:
-                self.fail(session, cluster, str(exc))
+            return True
+        except ProviderError as exc:
+            session.rollback()
+            self._cloud_error(session, cluster, exc)
+            return False
+
+    def _cloud_error(self, session: Session, cluster: Cluster, exc: ProviderError) -> None:
+        """Only an error that makes the cluster impossible ends it: a running cluster is kept
+        (its VMs run; the next passes retry with backoff), a stopping one keeps stopping."""
+        if cluster.state == "stopping" or exc.retryable or isinstance(exc, QuotaExceeded):
+            notify(session, cluster.account_id, "aws-retry",
+                   f"Waiting on AWS, will retry: {exc}", level="warning", cluster=cluster)
+        elif cluster.state == "running":
+            notify(session, cluster.account_id, "cloud-error",
+                   f"{exc} The cluster keeps running; overcast retries with backoff.",
+                   level="warning", cluster=cluster)
+        else:
+            self.fail(session, cluster, str(exc))
+            return
+        if cluster.state in ("pending", "starting") and self._overdue(cluster):
+            self.fail(session, cluster, f"The cluster did not start within "
+                      f"{self.timeouts.start:.0f} s; the last error: {exc}")
+            return
+        session.commit()
+
+    def _follow_desired(self, session: Session, cluster: Cluster) -> None:
+        """The user asked to stop (desired_state): the observed state follows."""
+        if cluster.desired_state == "stopped" and cluster.state in ("pending", "starting",
+                                                                    "running"):
+            cluster.state = "stopping"
+            session.commit()
 
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
@@ -75,7 +104,8 @@ class ClusterMachine:
         if problem:
             raise PlacementError(problem)
         # Instance types first: a bad one fails the cluster before anything is made for it.
-        opts = check_instance_types(target, ClusterOptions.from_dict(cluster.options))
+        opts = check_instance_types(self.provider, target,
+                                    ClusterOptions.from_dict(cluster.options))
         if opts.worker_gpu != cluster.options.get("worker_gpu"):
             cluster.options = {**cluster.options, "worker_gpu": opts.worker_gpu}
         infra = self.infra.ensure(session, cluster.account, target, cluster.region)
@@ -93,16 +123,16 @@ class ClusterMachine:
         opts = ClusterOptions.from_dict(cluster.options)
         infra = self.infra.ensure(session, cluster.account, target, cluster.region, cluster.zone)
         if not cluster.security_group_id:
-            cluster.security_group_id = firewall.ensure_cluster_security_group(
-                target.ctx, infra.network.vpc_id, cluster.account.slug, cluster.id,
+            cluster.security_group_id = self.provider.open_firewall(
+                target.ctx, infra.network, cluster.account.slug, cluster.id,
                 cluster.name, opts.firewall["ports"], opts.firewall["cidr"])
             notify(session, cluster.account_id, "security-group",
                    f"Security group {cluster.security_group_id}: tcp "
                    f"{', '.join(map(str, opts.firewall['ports']))} from {opts.firewall['cidr']}",
                    cluster=cluster)
             session.commit()
-        self._sync_instances(session, cluster, target)
-        if self._check_health(session, cluster, target):
+        actual = self._sync_instances(session, cluster, target)
+        if self._check_health(session, cluster, target, actual):
             return
         self._ensure_counts(session, cluster, target, infra, opts)
         scheduler = next((i for i in cluster.instances
@@ -112,20 +142,26 @@ class ClusterMachine:
             notify(session, cluster.account_id, "cluster-running",
                    f"Cluster running; scheduler at {cluster.scheduler_address}", cluster=cluster)
         elif cluster.state == "starting" and self._overdue(cluster):
+            quota = self.quota.last.get(cluster.id)
+            why = (f"the AWS quota \"{quota}\" is reached: raise it" if quota
+                   else f"see `overcast cluster logs {cluster.name}`")
             self.fail(session, cluster, f"The cluster did not start within "
-                      f"{self.timeouts.start:.0f} s; see `overcast cluster logs {cluster.name}`.")
+                      f"{self.timeouts.start:.0f} s; {why}.")
         elif cluster.state == "running":
             self.timeouts.check_lifetime(session, cluster, opts, self.stop)
 
     def _overdue(self, cluster: Cluster) -> bool:
         started = cluster.started_at or cluster.created_at
-        return utcnow() - started > timedelta(seconds=self.timeouts.start)
+        return self.timeouts.up_since(started) > timedelta(seconds=self.timeouts.start)
 
-    def _sync_instances(self, session: Session, cluster: Cluster, target: Target) -> None:
-        """Make the DB's instance rows agree with what AWS has for this cluster."""
+    def _sync_instances(self, session: Session, cluster: Cluster,
+                        target: Target) -> dict[str, InstanceInfo]:
+        """Make the DB's instance rows agree with what AWS has for this cluster (and what
+        its agents reported); returns what AWS has."""
+        apply_reports(cluster)
         # Terminated ones too: their state reason tells a spot interruption from a failure.
-        actual = {i.aws_id: i for i in instances.list_cluster_instances(
-            target.ctx, cluster.id, include_terminated=True)}
+        actual = {i.aws_id: i for i in self.provider.list_instances(
+            target.ctx, cluster_id=cluster.id, include_terminated=True)}
         by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
         by_row = {str(r.id): r for r in cluster.instances}
         for aws_id, info in actual.items():
@@ -147,12 +183,14 @@ class ClusterMachine:
                 continue
             info = actual.get(row.aws_id)
             if info is not None and info.state in AWS_GONE and \
-                    info.state_reason == SPOT_INTERRUPTION:
+                    info.state_reason == self.provider.spot_interruption_reason:
                 # Not a failure: AWS took the capacity back. _ensure_counts replaces it.
                 row.state, row.reason = "terminated", SPOT_INTERRUPTED
                 notify(session, cluster.account_id, "spot-interrupted",
                        f"Spot {row.role} {row.aws_id} was interrupted by AWS; replacing it",
                        level="warning", cluster=cluster)
+            elif (info is None or info.state in AWS_GONE) and row.desired_state == "stopped":
+                row.state, row.reason = "terminated", "scaled down"  # removed, as asked
             elif info is None or info.state in AWS_GONE:
                 row.state, row.reason = "failed", row.reason or with_console(
                     target, row.aws_id, "the instance was terminated")
@@ -167,10 +205,12 @@ class ClusterMachine:
                     state="booting").execution_options(synchronize_session=False))
                 session.expire(row, ["state"])
         session.commit()
+        return actual
 
-    def _check_health(self, session: Session, cluster: Cluster, target: Target) -> bool:
+    def _check_health(self, session: Session, cluster: Cluster, target: Target,
+                      actual: dict[str, InstanceInfo]) -> bool:
         """Retire instances that stopped answering; fail the cluster if its scheduler is lost."""
-        stale = self.timeouts.stale_instances(cluster)
+        stale = confirmed_dead(session, cluster, self.timeouts, actual)
         if stale:
             for row in stale:
                 row.state, row.reason = "failed", with_console(
@@ -178,7 +218,7 @@ class ClusterMachine:
                 notify(session, cluster.account_id, "instance-unhealthy",
                        f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
                        cluster=cluster)
-            instances.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
+            self.provider.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
         failed_scheduler = next((i for i in cluster.instances
                                  if i.role == "scheduler" and i.state == "failed"), None)
         live_scheduler = any(i.role == "scheduler" and i.state in LIVE for i in cluster.instances)
@@ -214,6 +254,8 @@ class ClusterMachine:
         if extra > 0:
             self._retire_workers(session, cluster, target, extra)
         session.commit()  # rows (and their ids) exist before anything is launched
+        if not self.quota.ready(cluster.id):
+            return  # a quota is reached: scaling waits (backoff) while what runs keeps running
         pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
         for row in pending:
             if not self._launch_row(session, cluster, target, infra, opts, row):
@@ -229,8 +271,9 @@ class ClusterMachine:
             session.commit()
             return False
         try:
-            info = launch(target, infra, cluster, row, image, self.control_plane, opts,
-                          cluster.security_group_id, self.control_plane_ca)
+            info = launch(self.provider, target, infra, cluster, row, image,
+                          self.control_plane, opts, cluster.security_group_id,
+                          self.control_plane_ca)
         except CapacityError as exc:
             if row.spot and opts.spot_on_demand_fallback:
                 row.spot = False
@@ -239,10 +282,25 @@ class ClusterMachine:
                        cluster=cluster)
                 session.commit()
                 return self._launch_row(session, cluster, target, infra, opts, row)
-            leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
+            try:
+                leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
+            except PlacementError as exhausted:
+                if cluster.state != "running":
+                    raise
+                # No zone has room for one more worker now: what runs keeps running.
+                self.zones.forget(cluster.id)
+                row.zone = cluster.zone
+                self.quota.hold(session, cluster, "capacity-waiting",
+                                f"{exhausted} The cluster keeps running; overcast tries "
+                                "again later.")
+                return False
             if leaving:
-                instances.terminate(target.ctx, leaving)
+                self.provider.terminate(target.ctx, leaving)
             return False
+        except QuotaExceeded as exc:
+            self.quota.hit(session, cluster, exc)
+            return False
+        self.quota.cleared(cluster.id)
         row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
         row.state = "booting" if info.state == "running" else "launched"
         notify(session, cluster.account_id, f"{row.role}-launched",
@@ -254,12 +312,14 @@ class ClusterMachine:
     def _finish_removed(self, session, cluster, target) -> None:
         """Terminate the workers the scale API was told to remove (Adaptive retired them on
         the scheduler already, so their data has moved)."""
-        removed = [i for i in cluster.instances if i.role == "worker" and i.state == "stopping"]
+        removed = [i for i in cluster.instances if i.role == "worker" and (
+            i.state == "stopping" or (i.desired_state == "stopped"
+                                      and i.state in (*LIVE, "failed")))]
         if not removed:
             return
-        instances.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])
+        self.provider.terminate(target.ctx, [r.aws_id for r in removed if r.aws_id])
         for row in removed:
-            row.state = "terminated"
+            row.state, row.reason = "terminated", "scaled down"
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(removed)} retired worker(s): "
                f"{', '.join(r.aws_id or '(not launched)' for r in removed)}", cluster=cluster)
@@ -271,7 +331,7 @@ class ClusterMachine:
         retire = workers[:count]
         for row in retire:
             row.state, row.reason = "terminated", "scaled down"
-        instances.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
+        self.provider.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
 
@@ -284,22 +344,22 @@ class ClusterMachine:
     def _legacy_image(self, target: Target) -> str:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._images:
-            self._images[key] = instances.find_image(
+            self._images[key] = self.provider.find_image(
                 target.ctx, owners=[self.contexts.image_owner()])
         return self._images[key]
 
     # --- stopping: terminate, delete the security group, done ------------------------------
     def _teardown(self, session: Session, cluster: Cluster, target: Target) -> None:
-        actual = instances.list_cluster_instances(target.ctx, cluster.id)
+        actual = self.provider.list_instances(target.ctx, cluster_id=cluster.id)
         alive = [i.aws_id for i in actual if i.state not in ("terminated", "shutting-down")]
         if alive:
-            instances.terminate(target.ctx, alive)
+            self.provider.terminate(target.ctx, alive)
             notify(session, cluster.account_id, "instances-terminated",
                    f"Terminated {len(alive)} instance(s)", cluster=cluster)
         for row in cluster.instances:
             if row.state in LIVE or row.state == "stopping":
                 row.state = "terminated"
-        remaining = firewall.delete_cluster_security_groups(target.ctx, cluster.id)
+        remaining = self.provider.close_firewall(target.ctx, cluster.id)
         if remaining:
             session.commit()
             return
@@ -308,6 +368,7 @@ class ClusterMachine:
                    f"Security group {cluster.security_group_id} deleted", cluster=cluster)
         cluster.state, cluster.stopped_at = cluster.final_state, utcnow()
         self.zones.forget(cluster.id)
+        self.quota.forget(cluster.id)
         level = "error" if cluster.state == "error" else "info"
         notify(session, cluster.account_id, f"cluster-{cluster.state}",
                f"Cluster {cluster.state}" + (f": {cluster.reason}" if cluster.reason else ""),

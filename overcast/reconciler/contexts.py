@@ -12,12 +12,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast import crypto, tags
-from overcast.backends.aws.session import AwsContext, context, record_actions
+from overcast.backends import Provider, provider_for
 from overcast.store.models import Account, Backend
 
 RECORD_ENV = "OVERCAST_RECORD_AWS_ACTIONS"
@@ -30,16 +31,16 @@ _record_lock = threading.Lock()
 class Target:
     """Where an account's resources live: its AWS context, and who owns the network."""
 
-    ctx: AwsContext
+    ctx: Any  # the provider's connection (an AwsContext for AWS)
     network_owner: str  # "operator" for the hosted default, else the account slug
     hosted: bool
 
 
-def recording(ctx: AwsContext, scope: str, account: str) -> AwsContext:
-    """Hook `ctx` so its calls are recorded, if recording is on; returns ctx."""
+def recorder_sink(scope: str, account: str):
+    """A call sink that appends each call to the record file, or None if recording is off."""
     path = os.environ.get(RECORD_ENV)
     if not path:
-        return ctx
+        return None
 
     def sink(action: str) -> None:
         line = json.dumps({"t": time.time(), "scope": scope, "account": account,
@@ -47,8 +48,7 @@ def recording(ctx: AwsContext, scope: str, account: str) -> AwsContext:
         with _record_lock, open(path, "a") as f:
             f.write(line + "\n")
 
-    record_actions(ctx, sink)
-    return ctx
+    return sink
 
 
 def credentials_of(backend: Backend) -> dict[str, str]:
@@ -60,18 +60,19 @@ def credentials_of(backend: Backend) -> dict[str, str]:
 
 
 class ContextFactory:
-    def __init__(self) -> None:
-        self._cache: dict[tuple, AwsContext] = {}
+    def __init__(self, provider: Provider | None = None) -> None:
+        self.provider = provider or provider_for("aws")
+        self._cache: dict[tuple, Any] = {}
         self._image_owner: str | None = os.environ.get("OVERCAST_IMAGE_OWNER")
         self._lock = threading.Lock()
 
     def image_owner(self) -> str:
         """The account that publishes overcast's machine image: the operator's, unless set."""
         if self._image_owner is None:
-            self._image_owner = self.operator("us-east-1").account_id()
+            self._image_owner = self.provider.account_id(self.operator("us-east-1"))
         return self._image_owner
 
-    def operator(self, region: str) -> AwsContext:
+    def operator(self, region: str) -> Any:
         """The operator's own credentials (boto3's default chain)."""
         return self._get(("operator", region), region, {}, tags.OPERATOR)
 
@@ -84,8 +85,9 @@ class ContextFactory:
         return Target(self._get(key, region, credentials_of(backend), account.slug),
                       account.slug, False)
 
-    def _get(self, key: tuple, region: str, creds: dict, scope: str) -> AwsContext:
+    def _get(self, key: tuple, region: str, creds: dict, scope: str) -> Any:
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = recording(context(region, **creds), scope, scope)
+                self._cache[key] = self.provider.connect(region, creds,
+                                                         recorder_sink(scope, scope))
             return self._cache[key]

@@ -10,32 +10,26 @@ found or made is recorded as a BackendResource row, and a change as a notificati
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import iam, logs, network
-from overcast.backends.aws.errors import AwsError
-from overcast.backends.aws.network import Network, Resource
+from overcast.backends import Provider, provider_for
+from overcast.backends.base import AccountInfra, ProviderError, Resource, ServerError
 from overcast.reconciler.contexts import Target
 from overcast.store.models import Account, Backend, BackendResource
 from overcast.store.notify import notify
 
-LOG_RETENTION_DAYS = 30
-
-
-@dataclass
-class Infra:
-    network: Network
-    instance_profile: str
-    log_group: str
+Infra = AccountInfra  # the name the reconciler's modules use
 
 
 class InfraCache:
-    def __init__(self) -> None:
+    def __init__(self, provider: Provider | None = None) -> None:
+        self.provider = provider or provider_for("aws")
         self._lock = threading.Lock()
         self._known: dict[tuple, Infra] = {}
+        # Cluster steps run in parallel: one network (owner, region) is made by one at a time.
+        self._net_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def forget(self, account: Account, region: str) -> None:
         with self._lock:
@@ -49,6 +43,14 @@ class InfraCache:
 
         A call without `zone` starts a cluster: a customer's account is then looked at again.
         """
+        with self._lock:
+            net_lock = self._net_locks.setdefault((target.network_owner, region),
+                                                  threading.Lock())
+        with net_lock:
+            return self._ensure(session, account, target, region, zone)
+
+    def _ensure(self, session: Session, account: Account, target: Target, region: str,
+                zone: str | None) -> Infra:
         # The granted buckets are part of the key: a changed s3_read rewrites the role's policy.
         key = (account.slug, region, target.network_owner, tuple(s3_read(session, account)))
         infra = self._known.get(key)
@@ -59,39 +61,33 @@ class InfraCache:
                 self._known[key] = infra
         if zone and (zone not in infra.network.private_subnets
                      or zone not in infra.network.public_subnets):
-            infra.network = network.ensure_zone_subnets(
+            infra.network = self.provider.ensure_zone(
                 target.ctx, infra.network, target.network_owner, zone,
                 recorder(session, account, target, region))
         return infra
 
     def _build(self, session: Session, account: Account, target: Target, region: str) -> Infra:
-        report = recorder(session, account, target, region)
-        net = network.ensure_network(target.ctx, target.network_owner, report=report)
-        profile = iam.ensure_instance_role(target.ctx, account.slug, report=report,
-                                           s3_read=s3_read(session, account))
-        logs.ensure_log_group(target.ctx, account.slug, retention_days=LOG_RETENTION_DAYS,
-                              report=report)
-        return Infra(network=net, instance_profile=profile, log_group=account.slug)
+        return self.provider.set_up_account(
+            target.ctx, account.slug, network_owner=target.network_owner, registry=None,
+            s3_read=s3_read(session, account),
+            report=recorder(session, account, target, region))
 
     def _find(self, session: Session, account: Account, target: Target) -> Infra:
         backend = session.scalar(select(Backend).where(Backend.account_id == account.id))
         state = backend.state if backend is not None else "ready"
         if state in ("pending", "provisioning"):
-            err = AwsError("Waiting for the setup of your AWS account to finish.")
-            err.retryable = True
-            raise err
+            raise ServerError("Waiting for the setup of your AWS account to finish.")
         if state == "error":
-            raise AwsError(f"The setup of your AWS account failed ({backend.reason}); fix "
+            raise ProviderError(f"The setup of your AWS account failed ({backend.reason}); fix "
                            "that and run `overcast setup aws` again.")
         if state == "deleting":
-            raise AwsError("overcast is removing its resources from your AWS account; "
+            raise ProviderError("overcast is removing its resources from your AWS account; "
                            "configure the backend again to run clusters there.")
-        net = network.find_network(target.ctx, account.slug)
-        if net is None:
-            raise AwsError(f"No overcast network in your AWS account ({target.ctx.region}): "
+        infra = self.provider.find_account(target.ctx, account.slug)
+        if infra is None:
+            raise ProviderError(f"No overcast network in your AWS account ({target.ctx.region}): "
                            "run `overcast setup aws` again with the setup policy attached.")
-        # Role, profile and log group are named after the slug (made by setup).
-        return Infra(network=net, instance_profile=account.slug, log_group=account.slug)
+        return infra
 
 
 def s3_read(session: Session, account: Account) -> list[str]:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from overcast import crypto, tags
-from overcast.backends.aws import instances
-from overcast.backends.aws.instances import InstanceInfo, LaunchSpec
+from overcast.backends.base import InstanceInfo, LaunchSpec
 from overcast.bootconfig import BootConfig
 from overcast.options import ClusterOptions
 from overcast.reconciler.contexts import Target
@@ -36,9 +35,9 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
                       shutdown_after_unreachable=opts.shutdown_after_unreachable)
 
 
-def launch(target: Target, infra: Infra, cluster: Cluster, row: Instance, image_id: str,
-           control_plane: str, opts: ClusterOptions, security_group_id: str,
-           control_plane_ca: str | None = None) -> InstanceInfo:
+def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instance,
+           image_id: str, control_plane: str, opts: ClusterOptions,
+           security_group_id: str, control_plane_ca: str | None = None) -> InstanceInfo:
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
@@ -50,4 +49,4 @@ def launch(target: Target, infra: Infra, cluster: Cluster, row: Instance, image_
         user_data=boot_config(cluster, row, control_plane, opts,
                               control_plane_ca).to_cloud_init(),
         tags=instance_tags(cluster, row), spot=row.spot, client_token=client_token(cluster, row))
-    return instances.launch(target.ctx, spec)
+    return provider.launch(target.ctx, [spec])[0]

@@ -1,40 +1,61 @@
-"""The reconciler: a thread that runs level-triggered passes over all unfinished clusters."""
+"""The reconciler: level-triggered passes over all unfinished clusters and backend set-ups.
+
+Isolation: each cluster's step runs in a small worker pool, so a step that waits on the cloud
+holds up no other cluster (the pass does not wait for it; the next pass skips it while it is in
+flight). Any exception of one step, not only a cloud error, ends that step only. A cluster whose
+step failed is retried with exponential backoff and jitter (backoff.py), so a cloud outage
+costs a few calls per cluster per minute, not four per second.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from sqlalchemy import select
 
+from overcast.backends import Provider
 from overcast.reconciler.backend import BackendMachine
+from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
 from overcast.reconciler.images import ImageMachine
 from overcast.reconciler.infra import InfraCache
+from overcast.reconciler.liveness import Liveness
 from overcast.reconciler.sweeper import Sweeper
 from overcast.reconciler.timeouts import Timeouts
+from overcast.reconciler.unexpected import Unexpected
 from overcast.store.db import Database
 from overcast.store.models import Cluster
 
 log = logging.getLogger("overcast.reconciler")
 ACTIVE = ("pending", "starting", "running", "stopping")
 BUSY = ("pending", "starting", "stopping")
+STEP_WORKERS = 4
 
 
 class Reconciler:
     def __init__(self, db: Database, control_plane: str, *, idle_interval: float = 2.0,
-                 busy_interval: float = 0.25, control_plane_ca: str | None = None) -> None:
+                 busy_interval: float = 0.25, provider: Provider | None = None,
+                 step_wait: float | None = 5.0, control_plane_ca: str | None = None) -> None:
         self.db = db
-        self.contexts = ContextFactory()
-        self.infra = InfraCache()
-        self.machine = ClusterMachine(self.contexts, self.infra, control_plane, Timeouts(),
-                                      control_plane_ca)
+        self.contexts = ContextFactory(provider)
+        self.infra = InfraCache(self.contexts.provider)
+        self.liveness = Liveness(db)
+        self.machine = ClusterMachine(self.contexts, self.infra, control_plane,
+                                      Timeouts(liveness=self.liveness), control_plane_ca)
+        # VM image builds (reconciler/images.py), stepped in the backend thread.
         self.images = ImageMachine(self.contexts, self.infra, control_plane, control_plane_ca)
+        self.backoff = Backoff(base=1.0, cap=120.0)
+        self.unexpected = Unexpected(db, self.machine)
         self.sweeper = Sweeper(db, self.contexts)
         self.backends = BackendMachine(self.contexts, self.infra)
         self.idle_interval, self.busy_interval = idle_interval, busy_interval
+        self.step_wait = step_wait  # how long a pass waits for its steps (None: all of them)
+        self._pool = ThreadPoolExecutor(STEP_WORKERS, thread_name_prefix="overcast-step")
+        self._in_flight: dict[int, Future] = {}
         self._stop = threading.Event()
         # Two loops: setting up a customer's account can wait minutes on AWS (NAT gateway),
         # and must not hold up the steps of running clusters meanwhile.
@@ -43,6 +64,14 @@ class Reconciler:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        try:  # before the first pass: a restart's gap must be known before any heartbeat check
+            self.liveness.mark()
+        except Exception:
+            log.exception("could not mark the control plane alive")
+        marker = threading.Thread(target=self.liveness.run, args=(self._stop,),
+                                  name="overcast-alive-mark", daemon=True)
+        marker.start()
+        self._threads.append(marker)
         for name, (one_pass, wake) in self._loops.items():
             thread = threading.Thread(target=self._run, args=(one_pass, wake),
                                       name=f"overcast-reconciler-{name}", daemon=True)
@@ -54,6 +83,7 @@ class Reconciler:
         self.wake()
         for thread in self._threads:
             thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         for _, wake in self._loops.values():
@@ -71,7 +101,10 @@ class Reconciler:
 
     def _cluster_pass(self) -> bool:
         busy = self.run_pass()
-        self.sweeper.maybe_sweep()
+        try:
+            self.sweeper.maybe_sweep()
+        except Exception:
+            log.exception("sweep failed")
         return busy
 
     def _backend_pass(self) -> bool:
@@ -80,21 +113,48 @@ class Reconciler:
         return self.images.run_pass(self.db) or busy
 
     def run_pass(self) -> bool:
-        """One step for every unfinished cluster; True if any is still on its way."""
+        """One step for every unfinished cluster not backing off; True if any is on its way."""
+        self.liveness.maybe_mark()
         with self.db.session() as session:
-            ids = session.scalars(select(Cluster.id).where(Cluster.state.in_(ACTIVE))).all()
-        busy = False
-        for cluster_id in ids:
-            busy |= self._step(cluster_id)
-        return busy
+            rows = session.execute(select(Cluster.id, Cluster.state, Cluster.desired_state)
+                                   .where(Cluster.state.in_(ACTIVE))).all()
+        self._in_flight = {k: f for k, f in self._in_flight.items() if not f.done()}
+        started: list[Future] = []
+        for cluster_id, state, desired in rows:
+            if cluster_id in self._in_flight:
+                continue
+            # A stop the user asked for is acted on at once, backoff or not.
+            asked_to_stop = desired == "stopped" and state != "stopping"
+            if not (asked_to_stop or self.backoff.ready(cluster_id)):
+                continue
+            future = self._pool.submit(self._step, cluster_id)
+            self._in_flight[cluster_id] = future
+            started.append(future)
+        done, _ = wait(started, timeout=self.step_wait)
+        busy = bool(self._in_flight) and len(done) < len(started)
+        for future in done:
+            busy |= future.result()
+        return busy or any(state in BUSY for _, state, _ in rows)
 
     def _step(self, cluster_id: int) -> bool:
+        """One cluster's step, in a pool thread; never raises. True if still on its way."""
         started = time.monotonic()
-        with self.db.session() as session:
-            cluster = session.get(Cluster, cluster_id)
-            self.machine.step(session, cluster)
-            state = cluster.state
-            waiting = any(i.state != "ready" for i in cluster.instances
-                          if i.state in ("requested", "launched", "booting"))
+        try:
+            with self.db.session() as session:
+                cluster = session.get(Cluster, cluster_id)
+                ok = self.machine.step(session, cluster)
+                state = cluster.state
+                waiting = any(i.state in ("requested", "launched", "booting")
+                              for i in cluster.instances)
+        except Exception as exc:  # a bug or an unknown failure: this cluster only
+            log.exception("cluster %s: step failed", cluster_id)
+            self.backoff.failed(cluster_id)
+            self.unexpected.record(cluster_id, exc, self.backoff.failures(cluster_id))
+            return True
+        if ok:
+            self.backoff.succeeded(cluster_id)
+        else:
+            delay = self.backoff.failed(cluster_id)
+            log.info("cluster %s: cloud error, next try in %.1f s", cluster_id, delay)
         log.debug("cluster %s -> %s in %.3f s", cluster_id, state, time.monotonic() - started)
         return state in BUSY or waiting

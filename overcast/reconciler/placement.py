@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import instances, network
-from overcast.backends.aws.errors import CapacityError
+from overcast.backends.base import CapacityError
 from overcast.options import DEFAULT_GPU_WORKER_VM_TYPES, ClusterOptions, one_gpu_message
 from overcast.reconciler.contexts import Target
 from overcast.reconciler.infra import Infra, InfraCache
 from overcast.store.models import Cluster, Instance
 from overcast.store.notify import notify
 
-SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
 SPOT_INTERRUPTED = "spot interruption"
 LIVE = ("requested", "launched", "booting", "ready")
 
@@ -22,10 +20,10 @@ class PlacementError(Exception):
     """The cluster cannot run as asked; the message says what to change."""
 
 
-def check_instance_types(target: Target, opts: ClusterOptions) -> ClusterOptions:
+def check_instance_types(provider, target: Target, opts: ClusterOptions) -> ClusterOptions:
     """Ask EC2 about the wanted types (unknown ones raise an AwsError naming them) and apply
     the one-GPU-per-worker rule to types options.py's static table does not know."""
-    found = instances.instance_types(target.ctx, opts.scheduler_vm_types + opts.worker_vm_types)
+    found = provider.instance_types(target.ctx, opts.scheduler_vm_types + opts.worker_vm_types)
     many = [t for t in opts.worker_vm_types if found[t].gpus > 1]
     if many:
         raise PlacementError(one_gpu_message(
@@ -64,7 +62,7 @@ class Zones:
     def zones_of(self, target: Target) -> list[str]:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._region_zones:
-            self._region_zones[key] = network.zones(target.ctx)
+            self._region_zones[key] = self.infra.provider.zones(target.ctx)
         return self._region_zones[key]
 
     def default_zone(self, target: Target, infra: Infra) -> str:

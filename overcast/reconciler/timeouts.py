@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from overcast.options import ClusterOptions
+from overcast.reconciler.liveness import Liveness
 from overcast.store.models import Cluster, Instance, utcnow
 
 
@@ -21,14 +22,21 @@ class Timeouts:
     heartbeat: float = field(default_factory=lambda: _env_seconds("OVERCAST_HEARTBEAT_TIMEOUT",
                                                                   30))
 
+    # Counts only time the control plane was up (liveness.py); None: plain wall time.
+    liveness: Liveness | None = None
+
+    def up_since(self, moment: datetime | None) -> timedelta:
+        if self.liveness is not None:
+            return self.liveness.since(moment)
+        return utcnow() - (moment or utcnow())
+
     def stale_instances(self, cluster: Cluster) -> list[Instance]:
-        now = utcnow()
         stale = []
         for row in cluster.instances:
             booting_too_long = row.state in ("launched", "booting") and \
-                now - row.created_at > timedelta(seconds=self.boot)
+                self.up_since(row.created_at) > timedelta(seconds=self.boot)
             silent = row.state == "ready" and row.last_heartbeat is not None and \
-                now - row.last_heartbeat > timedelta(seconds=self.heartbeat)
+                self.up_since(row.last_heartbeat) > timedelta(seconds=self.heartbeat)
             if booting_too_long or silent:
                 stale.append(row)
         return stale

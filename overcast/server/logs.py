@@ -8,8 +8,7 @@ from __future__ import annotations
 from fastapi import HTTPException
 from sqlalchemy.orm import Session
 
-from overcast.backends.aws import logs
-from overcast.backends.aws.errors import AwsError
+from overcast.backends.base import ProviderError
 from overcast.reconciler.contexts import ContextFactory
 from overcast.store.models import Cluster
 
@@ -22,6 +21,6 @@ class LogReader:
         target = self.contexts.for_account(session, cluster.account, cluster.region)
         streams = [i.aws_id for i in cluster.instances if i.aws_id]
         try:
-            return logs.read_streams(target.ctx, cluster.account.slug, streams)
-        except AwsError as exc:
+            return self.contexts.provider.read_logs(target.ctx, cluster.account.slug, streams)
+        except ProviderError as exc:
             raise HTTPException(502, f"Could not read logs from CloudWatch: {exc}") from None

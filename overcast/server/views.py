@@ -18,6 +18,7 @@ def iso(value) -> str | None:
 def instance_view(row: Instance) -> dict[str, Any]:
     return {"aws_id": row.aws_id, "role": row.role, "zone": row.zone, "subnet_id": row.subnet_id,
             "spot": row.spot, "instance_type": row.instance_type, "state": row.state,
+            "desired_state": row.desired_state,
             "reason": row.reason, "address": row.address,
             "last_heartbeat": iso(row.last_heartbeat)}
 
@@ -37,6 +38,7 @@ def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
     workers = [i for i in row.instances if i.role == "worker"]
     view = {
         "id": row.id, "name": row.name, "account": row.account.slug, "state": row.state,
+        "desired_state": row.desired_state,
         "reason": row.reason, "n_workers": row.n_workers,
         "workers_ready": sum(1 for i in workers if i.state == "ready"),
         "region": row.region, "zone": row.zone,
@@ -53,7 +55,8 @@ def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
 
 def notification_view(row: Notification) -> dict[str, Any]:
     return {"id": row.id, "time": iso(row.time), "level": row.level,
-            "event_type": row.event_type, "cluster": row.cluster_name, "message": row.message}
+            "event_type": row.event_type, "cluster": row.cluster_name, "message": row.message,
+            "count": row.count or 1, "last_at": iso(row.last_at or row.time)}
 
 
 def backend_view(row: Backend | None, resources: list[BackendResource]) -> dict[str, Any]:

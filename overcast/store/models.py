@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from overcast import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return clock.now()
 
 
 class Base(DeclarativeBase):
@@ -110,6 +112,9 @@ class Cluster(Base):
     region: Mapped[str] = mapped_column(String(32))
     zone: Mapped[str | None] = mapped_column(String(32))
     n_workers: Mapped[int] = mapped_column(Integer, default=0)
+    # What the user asked ("running" | "stopped"): written by the API. `state` is what the
+    # reconciler saw and did: written only by the reconciler.
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")
     state: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(Text)
     final_state: Mapped[str] = mapped_column(String(16), default="stopped")  # after stopping
@@ -142,8 +147,14 @@ class Instance(Base):
     zone: Mapped[str | None] = mapped_column(String(32))
     subnet_id: Mapped[str | None] = mapped_column(String(64))
     spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Observed: written only by the reconciler. desired_state "stopped": the user removed it
+    # (scale with `remove`); reported_*: what its agent said (ready, failed), applied by the
+    # reconciler on its next pass.
     state: Mapped[str] = mapped_column(String(16), default="requested")
     reason: Mapped[str | None] = mapped_column(Text)
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")
+    reported_state: Mapped[str | None] = mapped_column(String(16))
+    reported_reason: Mapped[str | None] = mapped_column(Text)
     address: Mapped[str | None] = mapped_column(String(255))
     last_heartbeat: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -160,6 +171,19 @@ class Notification(Base):
     event_type: Mapped[str] = mapped_column(String(48))
     message: Mapped[str] = mapped_column(Text)
     time: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # A repeat of the same event (same cluster, type and message) counts here, not as a row.
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    last_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ControlPlaneMark(Base):
+    """One row: when the control plane was last up and answering, and when its last gap (a
+    stop, a crash, a stall) ended. Heartbeat silence during a gap is not held against VMs."""
+
+    __tablename__ = "control_plane_marks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alive_at: Mapped[datetime] = mapped_column(DateTime)
+    gap_ended_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class WebSession(Base):

@@ -230,9 +230,12 @@ def start_cli_cloud(tmp_path):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def run_two(endpoint: str) -> list[str]:
+def run_two(endpoint: str, home) -> list[str]:
+    # `overcast local-cloud` enforces IAM: only the keys its IAM made sign.
+    operator = json.loads((home / "run" / "localcloud-operator.json").read_text())
     kw = {"region_name": "us-east-1", "endpoint_url": endpoint,
-          "aws_access_key_id": "t", "aws_secret_access_key": "t"}
+          "aws_access_key_id": operator["access_key_id"],
+          "aws_secret_access_key": operator["secret_access_key"]}
     ami = boto3.client("ssm", **kw).get_parameter(Name=DEBIAN_12)["Parameter"]["Value"]
     return [i["InstanceId"] for i in boto3.client("ec2", **kw).run_instances(
         ImageId=ami, MinCount=2, MaxCount=2, InstanceType="t3.micro",
@@ -246,7 +249,7 @@ def test_local_cloud_stop_or_crash_leaves_no_containers(tmp_path, engine, cloud,
     proc, endpoint = start_cli_cloud(tmp_path)
     ids: list[str] = []
     try:
-        ids = run_two(endpoint)
+        ids = run_two(endpoint, tmp_path)
         wait(lambda: all(containers_of(engine, i) for i in ids), 90, "two containers")
         os.killpg(proc.pid, signal.SIGTERM if how == "stop" else signal.SIGKILL)
         proc.wait(60)

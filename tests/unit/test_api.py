@@ -100,10 +100,12 @@ def test_agent_routes_need_the_cluster_token(api):
                    headers=api.alice).status_code == 404
 
 
-def test_stop_moves_to_stopping_and_notifies(api):
+def test_stop_asks_for_stopped_and_notifies(api):
     api.post(f"/api/v1/accounts/{api.slug}/clusters", headers=api.alice, json={"name": "s"})
     r = api.delete(f"/api/v1/accounts/{api.slug}/clusters/s", headers=api.alice)
-    assert r.status_code == 202 and r.json()["state"] == "stopping"
+    # Desired state: the reconciler (the only writer of `state`) moves it to stopping.
+    assert r.status_code == 202 and r.json()["desired_state"] == "stopped"
+    assert r.json()["state"] == "pending"
     events = api.get(f"/api/v1/accounts/{api.slug}/notifications", headers=api.alice).json()
     assert [e["event_type"] for e in events] == ["cluster-stop", "cluster-requested"]
     with api.db.session() as session:

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 from fastapi.testclient import TestClient
 
-from overcast.backends.aws.errors import AwsError, CapacityError
+from overcast.backends import provider_for
+from overcast.backends.base import CapacityError, ProviderError
 from overcast.options import resolve
 from overcast.reconciler import placement
 from overcast.reconciler.placement import PlacementError, Zones, check_instance_types
@@ -23,8 +24,9 @@ def target(ctx):
 
 
 def test_unknown_instance_type_is_named(target):
-    with pytest.raises(AwsError, match="Unknown instance type.*m6i.huge"):
-        check_instance_types(target, resolve(None, worker_vm_types=["m6i.huge"]))
+    with pytest.raises(ProviderError, match="Unknown instance type.*m6i.huge"):
+        check_instance_types(provider_for("aws"), target,
+                             resolve(None, worker_vm_types=["m6i.huge"]))
 
 
 def test_ec2_gpu_counts_apply_the_one_gpu_rule(target):
@@ -32,11 +34,11 @@ def test_ec2_gpu_counts_apply_the_one_gpu_rule(target):
     opts = resolve(None)
     opts.worker_vm_types = ["g4dn.12xlarge"]
     with pytest.raises(PlacementError, match="g4dn.12xlarge has 4 GPUs: workers get one GPU"):
-        check_instance_types(target, opts)
+        check_instance_types(provider_for("aws"), target, opts)
     opts.worker_vm_types = ["g4dn.xlarge"]
-    assert check_instance_types(target, opts).worker_gpu == 1
+    assert check_instance_types(provider_for("aws"), target, opts).worker_gpu == 1
     with pytest.raises(PlacementError, match="m6i.xlarge has no GPU"):
-        check_instance_types(target, resolve(None, worker_gpu=1,
+        check_instance_types(provider_for("aws"), target, resolve(None, worker_gpu=1,
                                              worker_vm_types=["m6i.xlarge"]))
 
 
@@ -63,10 +65,10 @@ def make_cluster(state: str = "starting") -> Cluster:
 
 @pytest.fixture
 def zones(monkeypatch):
-    monkeypatch.setattr(placement.network, "zones", lambda ctx: list(ZONES))
     monkeypatch.setattr(placement, "notify", lambda *a, **k: notes.append(a[3]))
     notes: list[str] = []
-    infra = SimpleNamespace(ensure=lambda *a: None)
+    infra = SimpleNamespace(ensure=lambda *a: None,
+                            provider=SimpleNamespace(zones=lambda ctx: list(ZONES)))
     z = Zones(infra)
     z.notes = notes
     return z
@@ -143,7 +145,7 @@ def test_scale_remove_marks_exactly_those_workers(tmp_path, monkeypatch):
                            instance_type="m6i.xlarge", state=state))
     done = client.post(f"/api/v1/accounts/{slug}/clusters/c/scale", headers=headers,
                        json={"n_workers": 1, "remove": ["i-1", "i-2", "i-elsewhere"]}).json()
-    states = {i["aws_id"]: (i["state"], i["reason"]) for i in done["instances"]}
+    states = {i["aws_id"]: (i["state"], i["desired_state"]) for i in done["instances"]}
     assert done["n_workers"] == 1
-    assert states == {"i-0": ("ready", None), "i-1": ("stopping", "scaled down"),
-                      "i-2": ("stopping", "scaled down")}
+    assert states == {"i-0": ("ready", "running"), "i-1": ("ready", "stopped"),
+                      "i-2": ("failed", "stopped")}

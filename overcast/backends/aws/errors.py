@@ -22,6 +22,16 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
+from ..base import (
+    CapacityError,
+    CredentialsInvalid,
+    PermissionMissing,
+    ProviderError,
+    QuotaExceeded,
+    ServerError,
+    Throttled,
+)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -41,8 +51,8 @@ CAPACITY = {
     "InsufficientCapacity",
     "InsufficientHostCapacity",
     "InsufficientReservedInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",
     "Unsupported",
-    "MaxSpotInstanceCountExceeded",
     "SpotMaxPriceTooLow",
 }
 THROTTLED = {
@@ -50,8 +60,40 @@ THROTTLED = {
     "Throttling",
     "ThrottlingException",
     "TooManyRequestsException",
-    "ServiceUnavailable",
+    "SlowDown",
 }
+# AWS failed on its side: retried with backoff (EC2's documented server error codes).
+SERVER = {
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServiceException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Unavailable",
+    "ServiceFailure",
+}
+STANDARD = "Standard (A, C, D, H, I, M, R, T, Z)"
+# Account/region limits -> the Service Quotas name to raise. MaxSpotInstanceCountExceeded is
+# region-wide (every zone has the same limit), so it is a quota, not a zone's capacity.
+QUOTAS = {
+    "VcpuLimitExceeded": f"Running On-Demand {STANDARD} instances",
+    "InstanceLimitExceeded": f"Running On-Demand {STANDARD} instances",
+    "MaxSpotInstanceCountExceeded": f"All {STANDARD} Spot Instance Requests",
+    "AddressLimitExceeded": "EC2-VPC Elastic IPs",
+    "VpcLimitExceeded": "VPCs per Region",
+    "SecurityGroupLimitExceeded": "VPC security groups per Region",
+    "RulesPerSecurityGroupLimitExceeded": "Inbound or outbound rules per security group",
+    "NatGatewayLimitExceeded": "NAT gateways per Availability Zone",
+    "InternetGatewayLimitExceeded": "Internet gateways per Region",
+    "SubnetLimitExceeded": "Subnets per VPC",
+    "RouteTableLimitExceeded": "Route tables per VPC",
+    "LimitExceededException": "the service's limit named in the message",
+}
+# vCPU quotas are per instance family: the first letter of the type picks the bucket.
+# Longest prefixes first ("dl" before nothing, "inf" before "i"-less checks).
+_FAMILY_QUOTAS = {"inf": "Inf", "trn": "Trn", "hpc": "HPC", "dl": "DL", "vt": "G and VT",
+                  "g": "G and VT", "p": "P", "f": "F", "x": "X"}
 BAD_CREDENTIALS = {
     "AuthFailure",
     "InvalidClientTokenId",
@@ -63,45 +105,8 @@ BAD_CREDENTIALS = {
 }
 
 
-class AwsError(Exception):
-    """An AWS call failed; `str()` is the message to show; `retryable`: a later pass may work."""
-
-    retryable = False
-
-    def __init__(self, message: str, *, code: str | None = None, action: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.action = action
-
-
-class PermissionMissing(AwsError):
-    """The credentials lack IAM permissions; `.actions` lists them, e.g. ["ec2:CreateSubnet"]."""
-
-    def __init__(self, message: str, actions: list[str], *, code: str | None = None):
-        super().__init__(message, code=code, action=actions[0] if actions else None)
-        self.actions = actions
-
-
-class CapacityError(AwsError):
-    """AWS has no capacity (or no support) for the instance type in `.zone`: try another."""
-
-    retryable = True
-
-    def __init__(self, message: str, zone: str | None, *, code: str | None = None):
-        super().__init__(message, code=code)
-        self.zone = zone
-
-
-class Throttled(AwsError):
-    """AWS asked us to slow down; the next reconciler pass retries."""
-
-    retryable = True
-
-
-class CredentialsInvalid(AwsError):
-    """The access key is unknown, expired or wrong."""
-
+# The cloud-neutral classes are the AWS ones: `AwsError` is `ProviderError` under its old name.
+AwsError = ProviderError
 
 def permission_message(actions: list[str], what: str | None = None) -> str:
     listed = ", ".join(actions) if actions else "an unnamed action"
@@ -155,6 +160,13 @@ def translate(exc: ClientError, action_hint: str | None = None) -> AwsError:
             zone,
             code=code,
         )
+    if code in QUOTAS:
+        quota = QUOTAS[code]
+        return QuotaExceeded(
+            f"An AWS quota is reached ({code} on {op}: {message or 'no message'}). Ask AWS to "
+            f"raise the quota \"{quota}\" (Service Quotas console, region's EC2/VPC); "
+            "overcast keeps what runs and adds more once it is raised.",
+            quota, code=code)
     if code in THROTTLED:
         return Throttled(
             f"AWS is throttling requests ({code} on {op}). Overcast will retry shortly; "
@@ -162,6 +174,10 @@ def translate(exc: ClientError, action_hint: str | None = None) -> AwsError:
             code=code,
             action=action_hint,
         )
+    if code in SERVER or _status(exc) >= 500:
+        return ServerError(
+            f"AWS had an internal error ({code or 'HTTP 5xx'} on {op}); overcast retries with "
+            "backoff.", code=code, action=action_hint)
     if code in BAD_CREDENTIALS:
         return CredentialsInvalid(
             f"AWS rejected the credentials ({code}). Check the access key ID and secret, that "
@@ -184,6 +200,24 @@ def translate(exc: ClientError, action_hint: str | None = None) -> AwsError:
     )
 
 
+def _status(exc: ClientError) -> int:
+    try:
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def quota_for_type(quota: str, instance_type: str, spot: bool) -> str:
+    """The vCPU quota of `instance_type`'s family (quotas are per family bucket)."""
+    if not quota.startswith(("Running On-Demand", "All ")):
+        return quota
+    prefix = instance_type.split(".")[0].lower()
+    family = next((name for key, name in _FAMILY_QUOTAS.items() if prefix.startswith(key)),
+                  STANDARD)
+    return f"All {family} Spot Instance Requests" if spot else \
+        f"Running On-Demand {family} instances"
+
+
 def translate_any(exc: BaseException, action_hint: str | None = None) -> AwsError:
     if isinstance(exc, AwsError):
         return exc
@@ -197,12 +231,10 @@ def translate_any(exc: BaseException, action_hint: str | None = None) -> AwsErro
     if isinstance(exc, NoRegionError):
         return AwsError("No AWS region was given. Choose a region for this backend.")
     if isinstance(exc, EndpointConnectionError):
-        err = AwsError(
+        return ServerError(
             f"Cannot reach the AWS endpoint ({exc.kwargs.get('endpoint_url', '?')}). "
-            "Check the network (or that the local cloud is running) and try again."
+            "Check the network (or that the local cloud is running); overcast retries."
         )
-        err.retryable = True
-        return err
     if isinstance(exc, BotoCoreError):
         return AwsError(f"AWS request failed: {type(exc).__name__}: {exc}")
     raise TypeError(f"not an AWS error: {exc!r}")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ... import tags as T
+from ..base import InstanceInfo, LaunchSpec, TypeInfo
 from .errors import AwsError, code_of, wrap
 from .session import AwsContext
 
@@ -19,44 +19,6 @@ IMAGE_PATTERN = "overcast-agent-*"
 LAUNCH_TOKEN = "overcast:launch-token"
 LIVE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 _NOT_FOUND_ID = re.compile(r"i-[0-9a-f]+")
-
-
-@dataclass
-class LaunchSpec:
-    role: str  # "scheduler" | "worker"
-    subnet_id: str
-    security_group_id: str
-    instance_type: str
-    image_id: str
-    instance_profile: str | None
-    user_data: str
-    tags: dict[str, str]
-    spot: bool
-    client_token: str  # unique per wanted instance, <= 64 ASCII chars
-
-
-@dataclass
-class InstanceInfo:
-    aws_id: str
-    state: str
-    zone: str
-    subnet_id: str | None
-    role: str | None
-    spot: bool
-    private_ip: str | None
-    public_ip: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    launch_time: datetime | None = None
-    # Why it stopped, e.g. "Server.SpotInstanceTermination" (a spot interruption).
-    state_reason: str | None = None
-
-
-@dataclass
-class TypeInfo:
-    name: str
-    vcpus: int
-    memory_mib: int
-    gpus: int
 
 
 def _info(inst: dict[str, Any]) -> InstanceInfo:

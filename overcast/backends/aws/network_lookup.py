@@ -3,35 +3,15 @@ Describe*-only look-ups (all the ongoing policy allows), used by ensure, find an
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ... import tags as T
+from ..base import Report, Resource, noop  # noqa: F401 (re-exported)
 
 TIER = "overcast:tier"  # "public" | "private" on subnets and route tables
 ANYWHERE = "0.0.0.0/0"
 MAX_ZONES = 8  # the /16 is cut into 16 /20s: 8 public + 8 private
-
-
-@dataclass
-class Resource:
-    """One AWS resource, as reported to the reconciler while it works.
-
-    state: "created" (made just now), "found" (already there), "deleting", "deleted".
-    """
-
-    kind: str
-    aws_id: str
-    zone: str | None = None
-    state: str = "found"
-
-
-Report = Callable[[Resource], None]
-
-
-def noop(_: Resource) -> None:
-    pass
 
 
 @dataclass

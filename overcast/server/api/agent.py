@@ -90,8 +90,9 @@ def instance_ready(aws_id: str, body: ReadyReport, request: Request,
                    cluster: Cluster = Depends(agent_cluster),
                    session: Session = Depends(db_session)) -> dict:
     instance = cluster_instance(session, cluster, aws_id)
+    # A report: the reconciler (the only writer of `state`) makes it "ready" next pass.
     if instance.state in ("requested", "launched", "booting"):
-        instance.state = "ready"
+        instance.reported_state = "ready"
     instance.address = body.address
     instance.last_heartbeat = utcnow()
     if instance.role == "scheduler":
@@ -135,10 +136,10 @@ def instance_failed(aws_id: str, body: Failure, request: Request,
                     cluster: Cluster = Depends(agent_cluster),
                     session: Session = Depends(db_session)) -> dict:
     instance = cluster_instance(session, cluster, aws_id)
-    if instance.state in ("stopping", "terminated"):
+    if instance.state in ("stopping", "terminated") or instance.desired_state == "stopped":
         return {"action": "stop"}  # it was being removed: its dask closing is no failure
     reason = body.reason[:500]
-    instance.state, instance.reason = "failed", reason
+    instance.reported_state, instance.reported_reason = "failed", reason
     notify(session, cluster.account_id, "instance-failed",
            f"{instance.role.capitalize()} {aws_id} failed: {reason}", level="error",
            cluster=cluster)
@@ -148,6 +149,7 @@ def instance_failed(aws_id: str, body: Failure, request: Request,
 
 
 def action_for(cluster: Cluster, instance: Instance) -> str:
-    if cluster.state in GONE_STATES or instance.state in ("stopping", "terminated", "failed"):
+    if cluster.state in GONE_STATES or instance.state in ("stopping", "terminated", "failed") \
+            or instance.desired_state == "stopped":
         return "stop"
     return "continue"

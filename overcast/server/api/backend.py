@@ -12,9 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from overcast import tags
-from overcast.backends.aws import access_role, policies
-from overcast.backends.aws.errors import AwsError
+from overcast.backends import provider_for
+from overcast.backends.base import ProviderError
 from overcast.server.api.clusters import wake
 from overcast.server.auth import AccountAccess, admin_of, db_session, member_of
 from overcast.server.services import backend as service
@@ -40,12 +39,13 @@ def backend_document(session: Session, account: Account) -> dict[str, Any]:
 def get_policy(name: str, account: str | None = None) -> dict:
     """The setup or ongoing IAM policy document, as JSON, scoped to this control plane's
     deployment id (and, with `account`, iam:PassRole to that account's instance role)."""
-    if name not in policies.NAMES:
-        raise HTTPException(404, f"No policy {name!r}: use one of {', '.join(policies.NAMES)}.")
     if account is not None and not _SLUG.match(account):
         raise HTTPException(422, "account must be an account slug (lowercase letters, digits "
                                  "and dashes).")
-    return policies.load(name, tags.deployment_id(), account)
+    documents = service.policy_documents(account)
+    if name not in documents:
+        raise HTTPException(404, f"No policy {name!r}: use one of {', '.join(documents)}.")
+    return documents[name]
 
 
 @router.get(BACKEND)
@@ -94,14 +94,14 @@ def role_setup(request: Request, access: AccountAccess = Depends(admin_of),
     """What a cross-account role for this account must look like (role mode)."""
     ext = service.external_id(session, access.account)
     session.commit()
+    contexts = request.app.state.log_reader.contexts
     try:
-        trusted = request.app.state.log_reader.contexts.operator("us-east-1").account_id()
-    except AwsError as exc:
+        trusted = provider_for("aws").account_id(contexts.operator("us-east-1"))
+    except ProviderError as exc:
         raise HTTPException(502, f"Could not read the control plane's AWS account: {exc}") \
             from None
-    slug = access.account.slug
+    setup = provider_for("aws").role_setup(access.account.slug, trusted, ext)
     return {"external_id": ext, "trusted_account_id": trusted,
-            "role_name": access_role.role_name(slug),
-            "trust_policy": access_role.trust_policy(trusted, ext),
-            "policies": list(policies.NAMES),
-            "policy_documents": service.policy_documents(access.account)}
+            "role_name": setup.role_name, "trust_policy": setup.trust_policy,
+            "policies": list(service.policy_documents()),
+            "policy_documents": service.policy_documents(access.account.slug)}

@@ -141,7 +141,7 @@ def scale_cluster(name: str, body: ScaleRequest, request: Request,
     removed = [i for i in cluster.instances if i.role == "worker" and i.aws_id in body.remove
                and i.state in (*live, "failed")]
     for row in removed:
-        row.state, row.reason = "stopping", "scaled down"
+        row.desired_state = "stopped"  # the reconciler terminates it
     if removed:
         notify(session, access.account.id, "cluster-scale",
                f"Removing worker(s) {', '.join(r.aws_id for r in removed)}", cluster=cluster)
@@ -158,8 +158,9 @@ def scale_cluster(name: str, body: ScaleRequest, request: Request,
 def stop_cluster(name: str, request: Request, access: AccountAccess = Depends(member_of),
                  session: Session = Depends(db_session)) -> dict:
     cluster = find_cluster(session, access.account.id, name)
-    if cluster.state in ("pending", "starting", "running"):
-        cluster.state = "stopping"
+    if cluster.state in ("pending", "starting", "running") and \
+            cluster.desired_state != "stopped":
+        cluster.desired_state = "stopped"  # the reconciler moves `state` to stopping
         notify(session, access.account.id, "cluster-stop",
                f"Stop requested by {access.user.username}", cluster=cluster)
     session.commit()

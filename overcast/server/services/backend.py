@@ -16,10 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from overcast import crypto, options, tags
-from overcast.backends.aws import checks, policies
-from overcast.backends.aws.errors import AwsError, CredentialsInvalid
-from overcast.backends.aws.session import AwsContext, context
-from overcast.reconciler.contexts import recording
+from overcast.backends import provider_for
+from overcast.backends.base import CredentialsInvalid, ProviderError
+from overcast.reconciler.contexts import recorder_sink
 from overcast.store.models import Account, Backend, BackendResource, Cluster, utcnow
 from overcast.store.notify import notify
 
@@ -43,6 +42,10 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MAX_S3_READ = 50
 
 
+def _PROVIDER():
+    return provider_for("aws")
+
+
 class BackendConfigError(Exception):
     """Bad backend settings or credentials; `message` is for the user, `status` the HTTP code."""
 
@@ -52,11 +55,10 @@ class BackendConfigError(Exception):
         self.status = status
 
 
-def policy_documents(account: Account | None = None) -> dict[str, dict]:
+def policy_documents(role: str | None = None) -> dict[str, dict]:
     """{"setup": {...}, "ongoing": {...}}: what a customer attaches to overcast's IAM user,
-    scoped to this control plane's deployment id (and the account's role, when given)."""
-    role = account.slug if account is not None else None
-    return {name: policies.load(name, tags.deployment_id(), role) for name in policies.NAMES}
+    scoped to this control plane's deployment id (and the account `role` slug, when given)."""
+    return _PROVIDER().policy_documents(tags.deployment_id(), role)
 
 
 def get_backend(session: Session, account: Account) -> Backend | None:
@@ -270,7 +272,7 @@ def _registry(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _credentials(session: Session, account: Account, p: dict[str, Any],
-                 region: str) -> tuple[dict[str, str], str | None, AwsContext]:
+                 region: str) -> tuple[dict[str, str], str | None, Any]:
     key_id, secret = p.get("aws_access_key_id"), p.get("aws_secret_access_key")
     role_arn = p.get("aws_role_arn")
     if key_id and secret:
@@ -282,9 +284,10 @@ def _credentials(session: Session, account: Account, p: dict[str, Any],
             "A session token means temporary credentials, which expire and would stop your "
             "clusters: give the long-lived access key of an IAM user (AKIA...), or use role "
             "mode (aws_role_arn).")
-    if key_id and checks.is_temporary_key(key_id):
+    if key_id and _PROVIDER().is_temporary_key(key_id):
+        masked_id = _PROVIDER().mask_key_id(key_id)
         raise BackendConfigError(
-            f"The access key {checks.mask_key_id(key_id)} is temporary (ASIA...: issued by STS, "
+            f"The access key {masked_id} is temporary (ASIA...: issued by STS, "
             "it expires): give the long-lived access key of an IAM user (AKIA...), or use "
             "role mode (aws_role_arn).")
     if role_arn and not _ROLE_ARN.match(role_arn):
@@ -299,52 +302,61 @@ def _credentials(session: Session, account: Account, p: dict[str, Any],
             raise BackendConfigError(f"{which} is missing: give both the access key id and "
                                      "the secret access key of the IAM user.")
         creds, masked = {"access_key_id": key_id, "secret_access_key": secret}, \
-            checks.mask_key_id(key_id)
+            _PROVIDER().mask_key_id(key_id)
         if role_arn:
             creds.update(role_arn=role_arn, external_id=external_id(session, account))
-    try:
-        ctx = context(region, **creds)
-    except AwsError as exc:  # role mode assumes the role right away
+    try:  # role mode assumes the role right away
+        ctx = _PROVIDER().connect(region, creds, recorder_sink("probe", account.slug))
+    except ProviderError as exc:
         raise BackendConfigError(_role_message(creds, exc)) from None
-    return creds, masked, recording(ctx, "probe", account.slug)
+    return creds, masked, ctx
 
 
-def _role_message(creds: dict[str, str], exc: AwsError) -> str:
+def _role_message(creds: dict[str, str], exc: ProviderError) -> str:
     return (f"overcast could not assume {creds.get('role_arn')} ({exc.code or 'error'}). The "
             f"role must trust overcast's AWS account and require the external id "
             f"{creds.get('external_id')} (`overcast setup aws --role` makes it so).")
 
 
-def _check_identity(ctx: AwsContext, creds: dict[str, str]) -> dict[str, str]:
+def _check_identity(ctx: Any, creds: dict[str, str]) -> dict[str, str]:
     try:
-        return checks.caller_identity(ctx)
+        return _PROVIDER().check_credentials(ctx)
     except CredentialsInvalid as exc:
         raise BackendConfigError(
             f"AWS does not accept these credentials ({exc.code}): check the access key id and "
             "secret access key (copy them again from the IAM console), and that the key is "
             "active.") from None
-    except AwsError as exc:
+    except ProviderError as exc:
         if "role_arn" in creds:
             raise BackendConfigError(_role_message(creds, exc)) from None
         raise BackendConfigError(f"Could not check the credentials: {exc}") from None
 
 
-def _check_permissions(ctx: AwsContext) -> None:
+def _check_permissions(ctx: Any) -> None:
+    documents = policy_documents()
     try:
-        missing = checks.missing_actions(ctx, policies.all_actions())
-    except AwsError as exc:
+        missing = _PROVIDER().missing_permissions(ctx)
+    except ProviderError as exc:
         raise BackendConfigError(f"Could not check the permissions: {exc}") from None
     if not missing:
         return
     parts = []
-    for name in policies.NAMES:
-        these = [a for a in missing if a in policies.actions(name)]
+    for name, document in documents.items():
+        these = [a for a in missing if a in _actions(document)]
         if these:
             parts.append(f"from the {name} policy: {', '.join(these)}")
     raise BackendConfigError(
         f"The credentials are missing {len(missing)} permission(s) overcast needs, "
         f"{'; '.join(parts)}. Attach overcast's setup and ongoing policies (`overcast setup "
         "aws --print-policy setup|ongoing`) to the IAM user or role, then try again.")
+
+
+def _actions(document: dict) -> set[str]:
+    out: set[str] = set()
+    for statement in document["Statement"]:
+        acts = statement["Action"]
+        out.update([acts] if isinstance(acts, str) else acts)
+    return out
 
 
 def _active_clusters(session: Session, account: Account) -> bool:

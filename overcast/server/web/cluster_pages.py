@@ -68,8 +68,9 @@ def stop_cluster(name: str, request: Request, form: dict = Depends(checked_form)
                  page: Page = Depends(page_member), session: Session = Depends(db_session)
                  ) -> Response:
     cluster = find_cluster(session, page.access.account.id, name)
-    if cluster.state in ("pending", "starting", "running"):
-        cluster.state = "stopping"
+    if cluster.state in ("pending", "starting", "running") and \
+            cluster.desired_state != "stopped":
+        cluster.desired_state = "stopped"  # the reconciler moves `state` to stopping
         notify(session, cluster.account_id, "cluster-stop",
                f"Stop requested by {page.visitor.user.username} (dashboard)", cluster=cluster)
     session.commit()

@@ -148,7 +148,9 @@ function liveCluster() {
       "No instances yet.", 6);
     fill(document.querySelector("#notifications tbody"), data.notifications.map((n) => [String(n.id),
       el("tr", {class: "level-" + n.level}, [el("td", {text: short(n.time)}), el("td", {text: n.level}),
-        el("td", {text: n.event_type}), el("td", {text: n.message})])]), "Nothing yet.", 4);
+        el("td", {text: n.event_type}),
+        el("td", {text: n.message + (n.count > 1 ? " (×" + n.count + ", last " + short(n.last_at) + ")" : "")})])]),
+      "Nothing yet.", 4);
   });
 }
 

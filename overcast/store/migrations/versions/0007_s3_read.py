@@ -1,14 +1,14 @@
 """backends: the S3 buckets an account's clusters may read (the instance role's s3_read)
 
-Revision ID: 0006_iam
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30 22:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_iam'
-down_revision = '0005'
+revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

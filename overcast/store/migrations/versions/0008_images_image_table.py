@@ -1,15 +1,14 @@
 """images: overcast VM images (AMIs) built per AWS account and region
 
-Revision ID: 0006_images
-Revises: 0006_iam
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30 22:30:00
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_images'
-# Chained after 0006_iam (merged from main) so there is one head; the lead may re-chain.
-down_revision = '0006_iam'
+revision = '0008'
+down_revision = '0007'  # after main's chain (re-chained at the merge of main)
 branch_labels = None
 depends_on = None
 
