@@ -58,3 +58,19 @@ def unreachable_reason(public_url: str, ec2_endpoint: str | None) -> str | None:
                 f"`overcast server {SETTING} URL` (an https address VMs in the VPC can reach; "
                 "see docs/boot-path.md).")
     return None
+
+
+def cloud_endpoint(conn: object) -> str | None:
+    """The EC2 endpoint a provider connection talks to, if it can say (an AWS context's
+    client knows it); None when it cannot (e.g. a test provider): then nothing is refused."""
+    client = getattr(conn, "client", None)
+    if client is None:
+        return None
+    return client("ec2").meta.endpoint_url
+
+
+def refusal(public_url: str, conn: object) -> str | None:
+    """unreachable_reason() for a provider connection whose endpoint is known."""
+    if getattr(conn, "client", None) is None:
+        return None
+    return unreachable_reason(public_url, cloud_endpoint(conn))

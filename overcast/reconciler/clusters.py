@@ -99,8 +99,7 @@ class ClusterMachine:
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
         # VMs that could not reach the control plane would only time out: refuse at once.
-        problem = reachability.unreachable_reason(
-            self.control_plane, target.ctx.client("ec2").meta.endpoint_url)
+        problem = reachability.refusal(self.control_plane, target.ctx)
         if problem:
             raise PlacementError(problem)
         # Instance types first: a bad one fails the cluster before anything is made for it.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from overcast.backends.aws import images
-from overcast.backends.aws.errors import AwsError
+from overcast.backends import vm_images as images
+from overcast.backends.vm_images import AwsError
 from overcast.reconciler.contexts import Target
 
 log = logging.getLogger("overcast.reconciler")
@@ -15,8 +15,8 @@ TAIL_LINES = 15
 
 def with_console(target: Target, aws_id: str | None, reason: str) -> str:
     """`reason`, followed by the instance's last console lines when there are any."""
-    if not aws_id:
-        return reason
+    if not aws_id or getattr(target.ctx, "client", None) is None:
+        return reason  # nothing launched, or a provider connection with no console to read
     try:
         tail = images.console_output(target.ctx, aws_id, lines=TAIL_LINES).strip()
     except AwsError as exc:  # the failure is what matters; the console is a bonus

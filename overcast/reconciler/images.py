@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 import overcast
 from overcast import crypto, reachability
 from overcast import tags as T
-from overcast.backends.aws import images, instances, network
-from overcast.backends.aws.errors import AwsError
+from overcast.backends import vm_images as images
+from overcast.backends.vm_images import AwsError
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.infra import InfraCache
 from overcast.store.db import Database
@@ -190,8 +190,7 @@ class ImageMachine:
 
     # --- pending: builder ------------------------------------------------------------------
     def _launch(self, session: Session, row: Image, target: Target) -> None:
-        problem = reachability.unreachable_reason(
-            self.control_plane, target.ctx.client("ec2").meta.endpoint_url)
+        problem = reachability.refusal(self.control_plane, target.ctx)
         if problem:
             raise AwsError(problem)
         subnets, profile = self._placement(session, row, target)
@@ -222,7 +221,7 @@ class ImageMachine:
         if target.hosted:
             infra = self.infra.ensure(session, account, target, row.region)
             return infra.network.public_subnets, infra.instance_profile
-        net = network.find_network(target.ctx, row.scope)
+        net = images.find_network(target.ctx, row.scope)
         if net is None:
             raise AwsError(f"No overcast network in {row.region} for the image builder; run "
                            "`overcast setup aws` first.")
@@ -262,7 +261,7 @@ class ImageMachine:
                            f"{(info.reason if info else None) or 'it is gone'}")
         if info.state != "available":
             return
-        instances.terminate(target.ctx, [row.builder_id])
+        images.terminate(target.ctx, [row.builder_id])
         removed = images.prune_images(target.ctx, row.scope, protect=row.aws_id)
         for old in session.scalars(select(Image).where(Image.aws_id.in_(removed))):
             old.state = "deregistered"
@@ -277,7 +276,7 @@ class ImageMachine:
         if target is not None and row.builder_id:
             try:
                 tail = images.console_output(target.ctx, row.builder_id, lines=15)
-                instances.terminate(target.ctx, [row.builder_id])
+                images.terminate(target.ctx, [row.builder_id])
             except AwsError as exc:  # the failure itself is what to report
                 log.warning("image %s: cleaning up the builder: %s", row.id, exc)
         row.state, row.finished_at, row.token_encrypted = "error", utcnow(), None
