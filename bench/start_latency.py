@@ -1,12 +1,12 @@
 """Time from `Cluster(n_workers=4)` to 4 workers connected: overcast on the local cloud vs
 `distributed.LocalCluster(n_workers=4)`, interleaved in the same run.
 
-    .venv/bin/python bench/start_latency.py [--rounds 5] [--workers 4] [--no-forkserver]
+    .venv/bin/python bench/start_latency.py [--rounds 5] [--workers 4]
 
 Starts its own local cloud and control plane (free ports, a temporary OVERCAST_HOME) and stops
 them at the end. Prints a markdown table for BENCHMARKS.md, then where overcast's time went
-(medians over the rounds, from the control plane's notifications). `--no-forkserver` boots every
-instance as a fresh interpreter (the local runner's fallback), to compare.
+(medians over the rounds, from the control plane's notifications). Instances are containers of
+the overcast VM image; the warm-up cluster waits for its first build (timed separately).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Phases of an overcast start, each ending at the first (or last) notification of a type.
 PHASES = (("cluster-requested", "first", "API call (client -> control plane)"),
           ("scheduler-launched", "first", "network + security group + RunInstances"),
-          ("scheduler-ready", "first", "scheduler VM boot (fork, IMDS, TLS, dask)"),
+          ("scheduler-ready", "first", "scheduler boot (container, cloud-init, agent, dask)"),
           ("worker-ready", "last", "workers connect (after the scheduler is ready)"))
 
 
@@ -79,8 +79,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--no-forkserver", action="store_true",
-                        help="boot instances as fresh interpreters (no warm fork server)")
     parser.add_argument("--settle", type=float, default=1.0,
                         help="pause between starts, so one's teardown does not slow the next")
     args = parser.parse_args()
@@ -91,8 +89,6 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="overcast-bench-"))
     os.environ["OVERCAST_HOME"] = str(home)
     stack = Stack(home)
-    if args.no_forkserver:
-        stack.cloud_env["OVERCAST_LOCALCLOUD_FORKSERVER"] = "0"
     load_before = os.getloadavg()
     local: list[float] = []
     ours: list[float] = []
@@ -104,7 +100,8 @@ def main() -> None:
         os.environ["AWS_ENDPOINT_URL"] = stack.endpoint
         with dask.config.set({"overcast.server": stack.url, "overcast.token": token,
                               "overcast.account": slug}):
-            time_overcast(args.workers, "bench-warmup")  # the account's network and role
+            build, _ = time_overcast(args.workers, "bench-warmup")  # image, network, role
+            print(f"warm-up (image build, network, role): {build:.1f} s", file=sys.stderr)
             time_local(args.workers)
             for i in range(args.rounds):
                 time.sleep(args.settle)
@@ -119,7 +116,7 @@ def main() -> None:
         stack.stop()
     load_after = os.getloadavg()
     lm, om = statistics.median(local), statistics.median(ours)
-    launcher = "fresh interpreters" if args.no_forkserver else "fork server"
+    launcher = "containers of the overcast VM image"
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, instances: {launcher}, "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
     print("| workers | rounds | LocalCluster median (min-max) | overcast median (min-max) | "

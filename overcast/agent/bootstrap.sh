@@ -136,7 +136,9 @@ say "step install-agent"
 rm -rf "$VENV"
 mkdir -p "$PREFIX" "$ETC"
 python3 -m venv "$VENV"
-"$VENV/bin/pip" install --no-input --quiet --no-cache-dir --disable-pip-version-check \
+# pip's cache is used: where the cloud mounts a package mirror/cache there (the local cloud
+# does), repeated builds reuse its downloads; otherwise the clean step removes it.
+"$VENV/bin/pip" install --no-input --quiet --disable-pip-version-check \
     -c "$WORK/constraints.txt" "$WORK/$FILE"
 
 STEP="verify"
@@ -199,7 +201,11 @@ python3 -c 'import json,sys,time; json.dump({"version": sys.argv[1], "container_
 # `cloud-init clean` here would make the builder run this script again when CreateImage
 # reboots it.)
 rm -f $ETC/build.env $ETC/boot.json
-rm -rf /var/lib/apt/lists/* /root/.cache/pip
+rm -rf /var/lib/apt/lists/*
+# A package cache mounted by the cloud (a mirror) is not on this disk: leave it alone.
+if ! python3 -c 'import os,sys; sys.exit(not os.path.ismount(sys.argv[1]))' /root/.cache/pip; then
+    rm -rf /root/.cache/pip
+fi
 
 STEP="report"
 say "OK overcast-agent $OVERCAST_VERSION installed (container runtime: $RUNTIME)"

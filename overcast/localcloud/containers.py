@@ -37,7 +37,6 @@ import requests.exceptions
 
 from overcast import settings
 from overcast.localcloud import stockimage
-from overcast.localcloud.launcher import STOP_GRACE
 
 log = logging.getLogger("overcast.localcloud.containers")
 
@@ -48,12 +47,18 @@ INIT = Path(__file__).with_name("instance_init.py")
 INIT_IN_CONTAINER = "/usr/lib/overcast-localcloud/init.py"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PIP_FILES = ("/etc/pip.conf", "/etc/xdg/pip")
+# The stand-in for a VPC's package mirror: a pip cache the local cloud owns, shared by its
+# instances (mounted read-write at root's pip cache). Not part of any image: CreateImage commits
+# the container's own layer, never a mount.
+PIP_CACHE = Path(os.environ.get("OVERCAST_LOCALCLOUD_PIP_CACHE",
+                                "/var/cache/overcast-localcloud/pip"))
+PIP_CACHE_IN_CONTAINER = "/root/.cache/pip"
 PASS_PREFIXES = ("PIP_", "UV_")
 PASS_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 CONSOLE_LIMIT = 64 * 1024  # EC2 returns the last 64 KB of console output
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_WAIT = 900.0  # a first boot may wait for the stock image build
-GRACE = int(STOP_GRACE)  # seconds; the engine takes whole seconds only
+GRACE = 3  # seconds between SIGTERM and SIGKILL, like a VM shutdown (whole seconds only)
 # What the engine's client raises: the engine said no, or it is not there (any more).
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
@@ -86,6 +91,11 @@ def egress_mounts() -> dict[str, dict[str, str]]:
     for path in (CA_BUNDLE, *PIP_FILES):
         if os.path.exists(path):
             mounts[os.path.realpath(path)] = {"bind": path, "mode": "ro"}
+    try:
+        PIP_CACHE.mkdir(parents=True, exist_ok=True)
+        mounts[str(PIP_CACHE)] = {"bind": PIP_CACHE_IN_CONTAINER, "mode": "rw"}
+    except OSError as exc:  # no mirror: instances download from the index, only slower
+        log.warning("no package cache for instances (%s): %s", PIP_CACHE, exc)
     return mounts
 
 

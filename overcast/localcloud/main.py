@@ -10,7 +10,6 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -20,7 +19,7 @@ from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.imds import MetadataService
 from overcast.localcloud.registries import Registries
-from overcast.localcloud.runner import DEFAULT_COMMAND, Runner, WakeOnPost
+from overcast.localcloud.runner import Runner, WakeOnPost
 
 log = logging.getLogger("overcast.localcloud")
 
@@ -44,8 +43,8 @@ def read_state() -> dict[str, Any] | None:
 
 class LocalCloud:
     def __init__(self, port: int = 4599, imds_port: int = 4598, seed: bool = True,
-                 enforce_iam: bool = False, agent_command: Sequence[str] = DEFAULT_COMMAND,
-                 write_state: bool = True, poll_interval: float = 0.1) -> None:
+                 enforce_iam: bool = False, write_state: bool = True,
+                 poll_interval: float = 0.1) -> None:
         self._stopped = threading.Event()
         self.faults = Faults()
         handlers = {"spot-interruptions": self._spot_handler, "accounts": self._account_handler}
@@ -59,21 +58,21 @@ class LocalCloud:
         BackendDict.reset()
         self.endpoint = self._moto.start()
         try:
-            self._start(imds_port, seed, enforce_iam, agent_command, write_state, poll_interval)
+            self._start(imds_port, seed, enforce_iam, write_state, poll_interval)
         except BaseException:
             self._moto.stop()
             raise
 
     def _start(self, imds_port: int, seed: bool, enforce_iam: bool,
-               agent_command: Sequence[str], write_state: bool, poll_interval: float) -> None:
+               write_state: bool, poll_interval: float) -> None:
         motoserver.allow_anonymous_public_reads()
         motofixes.apply()
         self.imds = MetadataService(port=imds_port)
         self.imds_url = self.imds.start()
         # Labels this local cloud's containers: it removes exactly those when it stops.
         self.cloud_id = secrets.token_hex(4)
-        self.runner = Runner(self.imds, self.endpoint, command=agent_command,
-                             interval=poll_interval, cloud_id=self.cloud_id)
+        self.runner = Runner(self.imds, self.endpoint, interval=poll_interval,
+                             cloud_id=self.cloud_id)
         motoimages.install(self.runner.containers)
         self.timings: dict[str, float] = {}
         self.enforce_iam = enforce_iam
@@ -82,13 +81,13 @@ class LocalCloud:
         try:
             self.registries = Registries(write_state)  # ECR's data plane, Docker Hub's stand-in
             if seed:
-                self.timings = seeding.seed(self.endpoint, all_regions=False)
+                self.timings = seeding.seed(self.endpoint)
                 log.info("seeded in %s", {k: round(v, 2) for k, v in self.timings.items()})
-                # The image is in every region already; creating the other regions' EC2
-                # backends (2.5 s for all) off the startup path makes first calls fast.
+                # Creating the other regions' EC2 backends (2.5 s for all) off the startup
+                # path makes first calls fast.
                 threading.Thread(target=self._warm, daemon=True, name="warm-regions").start()
         except BaseException:
-            self.runner.stop()  # its fork server is already running
+            self.runner.stop()
             self.imds.stop()
             if self.registries is not None:
                 self.registries.stop()
@@ -117,9 +116,7 @@ class LocalCloud:
         for region in seeding.SUPPORTED_REGIONS[1:]:  # in-process: IAM enforcement is no matter
             if self._stopped.is_set():
                 return
-            backend = ec2_backends[motoserver.OPERATOR_ACCOUNT][region]
-            if not backend.describe_images(filters={"name": [motoserver.AMI_NAME]}):
-                log.error("%s missing in %s", motoserver.AMI_NAME, region)
+            ec2_backends[motoserver.OPERATOR_ACCOUNT][region].describe_images(owners=["self"])
 
     def stop(self) -> None:
         """Stop every instance process, then the servers. Safe to call twice."""

@@ -7,7 +7,6 @@ moto reads some settings at import time: call `configure()` first (start() does)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,11 +17,6 @@ from typing import Any
 from overcast import settings
 
 OPERATOR_ACCOUNT = "123456789012"  # moto's default account = the overcast operator
-AMI_NAME = "overcast-agent-0.1.0"
-# One id for every region and account (real AWS has one per region; the control plane only
-# looks the image up by name, so a stable id is enough and makes logs easier to read).
-AMI_ID = "ami-0" + hashlib.sha1(AMI_NAME.encode()).hexdigest()[:16]
-
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 
@@ -36,26 +30,7 @@ def ami_document() -> list[dict[str, Any]]:
     """
     from overcast.localcloud import stockimage
 
-    return [
-        stockimage.ami_document(),  # the stock Debian 12 AMI (a container image, containers.py)
-        {
-            "ami_id": AMI_ID,
-            "name": AMI_NAME,
-            "description": "overcast agent 0.1.0 (boots overcast-agent from EC2 user data)",
-            "owner_id": OPERATOR_ACCOUNT,
-            "public": True,
-            "state": "available",
-            "architecture": "x86_64",
-            "virtualization_type": "hvm",
-            "hypervisor": "xen",
-            "root_device_type": "ebs",
-            "root_device_name": "/dev/xvda",
-            "image_type": "machine",
-            "image_location": f"{OPERATOR_ACCOUNT}/{AMI_NAME}",
-            "creation_date": "2026-11-01T00:00:00.000Z",
-            "boot_mode": "uefi",
-        }
-    ]
+    return [stockimage.ami_document()]  # the stock Debian 12 AMI (containers.py)
 
 
 def configure() -> None:

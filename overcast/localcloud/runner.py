@@ -1,48 +1,27 @@
-"""The instance runner: boots every running EC2 instance in moto, as a container or a process.
+"""The instance runner: boots every running EC2 instance in moto as a container of its AMI.
 
 It polls moto's in-process EC2 backends (all accounts, all regions; a dict walk, so cheap).
 An instance whose AMI has a container image (the stock Debian 12 AMI, images made by
-CreateImage) boots as a container of that image: containers.py. An instance tagged
-overcast:managed=true of the legacy seeded overcast-agent AMI boots as a local process of the
-agent (legacy path, until the VM image pipeline replaces it): a new running instance gets a
-loopback address, an IMDS entry and its agent process; a terminated/stopped one loses its
-process; a process that exits on its own terminates its instance, as a VM that shuts down would.
-
-Starting and stopping the processes is launcher.py's job; its names are re-exported here.
+CreateImage, such as the overcast image built by `overcast image build`) boots as a container
+of that image: containers.py. Instances of any other AMI are not booted (as a VM with no
+bootable disk). The runner also owns what every instance shares: loopback addresses, IMDS
+entries and the instance profile's credentials.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from overcast import settings, tags
 from overcast.localcloud.containers import ContainerInstances
 from overcast.localcloud.imds import InstanceMetadata, MetadataService
-from overcast.localcloud.launcher import (
-    STOP_GRACE,
-    Booted,
-    ForkServerLauncher,
-    Launcher,
-    default_launcher,
-    stop_process,
-)
 
 log = logging.getLogger("overcast.localcloud.runner")
-
-DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "overcast.agent")
-STRIP_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-             "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE",
-             "AWS_CONFIG_FILE", "MOTO_AMIS_PATH", "MOTO_ACCOUNT_ID")
 
 
 def _port_free(address: str, port: int) -> bool:
@@ -56,32 +35,14 @@ def _port_free(address: str, port: int) -> bool:
     return True
 
 
-def _host_gpus() -> int:
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True,
-                             timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
-
-
 class Runner:
-    def __init__(self, imds: MetadataService, endpoint: str,
-                 command: Sequence[str] = DEFAULT_COMMAND, interval: float = 0.1,
-                 launcher: Launcher | None = None, extra_env: dict[str, str] | None = None,
+    def __init__(self, imds: MetadataService, endpoint: str, interval: float = 0.1,
                  cloud_id: str = "local"):
         self.imds = imds
         self.endpoint = endpoint
-        self.command = list(command)
         self.interval = interval
-        self.extra_env = extra_env or {}
-        # Started now, so it is warm (imports done) by the time the first instance runs.
-        self.launcher = launcher or default_launcher(self._base_env())
-        self.booted: dict[str, Booted] = {}
-        self._stopping: dict[str, Booted] = {}  # terminated, still in their grace period
         self.addresses: dict[str, str] = {}  # instance id -> 127.B.x.y, stable across restarts
         self._octet = random.randrange(10, 250)
-        self.exit_codes: dict[str, int] = {}
         self._where: dict[str, tuple[str, str]] = {}  # instance id -> (account, region)
         self._creds: dict[str, tuple[str, dict[str, Any], float]] = {}
         # moto drops an instance's profile association when it is terminated, but the agent
@@ -91,7 +52,6 @@ class Runner:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
-        self._host_gpus: int | None = None
         imds.credentials = self.credentials
         self.containers = ContainerInstances(self, cloud_id)
 
@@ -101,21 +61,11 @@ class Runner:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop polling and every instance process (local cloud shutdown)."""
+        """Stop polling and every instance container (local cloud shutdown)."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        # Include instances whose shutdown was still in its grace period.
-        every = {**self._stopping, **self.booted}
-        stoppers = [threading.Thread(target=stop_process, args=(b,)) for b in every.values()]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
-        self.booted.clear()
-        self._stopping.clear()
-        self.launcher.close()
         self.containers.stop()
 
     def _loop(self) -> None:
@@ -142,54 +92,13 @@ class Runner:
                     for inst in list(reservation.instances):
                         yield account, region, backend, inst
 
-    def instances(self) -> Iterator[tuple[str, str, Any, Any]]:
-        """(account, region, backend, instance) of every overcast instance moto holds."""
-        for account, region, backend, inst in self.all_instances():
-            if backend.tags.get(inst.id, {}).get(tags.MANAGED) == "true":
-                yield account, region, backend, inst
-
     def poll(self) -> None:
-        seen: dict[str, str] = {}
         boxed: list[tuple[str, str, Any, Any]] = []
         for account, region, backend, inst in self.all_instances():
             if self.containers.wants(inst):
                 self._where[inst.id] = (account, region)
                 boxed.append((account, region, backend, inst))
-                continue
-            if backend.tags.get(inst.id, {}).get(tags.MANAGED) != "true":
-                continue
-            seen[inst.id] = inst.state
-            self._where[inst.id] = (account, region)
-            if inst.state == "running" and inst.id not in self.booted:
-                self._boot(account, region, backend, inst)
         self.containers.poll(boxed)
-        for iid, stopping in list(self._stopping.items()):
-            if stopping.proc.poll() is not None:
-                del self._stopping[iid]
-                self.imds.unregister(iid)
-                self._creds.pop(iid, None)
-                self._roles.pop(iid, None)
-        for iid, booted in list(self.booted.items()):
-            state = seen.get(iid)
-            if state != "running":  # terminated, stopped, stopping or gone (moto reset)
-                log.info("instance %s is %s: stopping its process", iid, state or "gone")
-                # The IMDS (credentials) stays up while the process shuts down, as on a VM:
-                # the agent's last log flush to CloudWatch needs them.
-                self.booted.pop(iid, None)
-                self._stopping[iid] = booted
-                threading.Thread(target=stop_process, args=(booted,), daemon=True).start()
-            elif booted.proc.poll() is not None:
-                code = booted.proc.returncode
-                self.exit_codes[iid] = code
-                log.info("instance %s: agent exited with code %s; terminating the instance",
-                         iid, code)
-                self._forget(iid)
-                booted.log_file.close()
-                self.terminate(iid, reason=f"Client.InstanceInitiatedShutdown: exit code {code}")
-
-    def _forget(self, iid: str) -> None:
-        self.booted.pop(iid, None)
-        self.forget(iid)
 
     def forget(self, iid: str) -> None:
         """Drop an instance's IMDS entry and cached credentials (it is gone)."""
@@ -224,39 +133,6 @@ class Runner:
         log.info("instance %s powered off (exit code %s): %s", instance_id, code, inst.state)
         self.wake()
 
-    def _boot(self, account: str, region: str, backend: Any, inst: Any) -> None:
-        user_data = inst.user_data.decode() if inst.user_data else ""  # base64 inside moto
-        address = self.register_instance(inst, backend, user_data)
-        env = self._base_env()
-        env.update({
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint_for(inst.id),
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_DEFAULT_REGION": region,
-            "OVERCAST_INSTANCE_ID": inst.id,
-        })
-        gpus = self._gpus(backend, inst.instance_type)
-        if gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
-        path = settings.logs_dir() / "instances" / f"{inst.id}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(path, "ab")  # noqa: SIM115 (owned by Booted, closed on stop)
-        try:
-            proc = self.launcher.launch(self.command, env, log_file)
-        except OSError as exc:
-            log_file.close()
-            log.error("instance %s: cannot start agent: %s", inst.id, exc)
-            self.terminate(inst.id, reason=f"Client.InstanceInitiatedShutdown: {exc}")
-            return
-        self.booted[inst.id] = Booted(inst.id, account, region, address, proc, log_file,
-                                      time.monotonic())
-        log.info("instance %s (%s, %s) booted at %s, pid %s", inst.id, account, region,
-                 address, proc.pid)
-
-    def _base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
-        env.update(self.extra_env)
-        return env
-
     def _next_address(self) -> str:
         """127.B.0.1, ..., 127.B.0.254, 127.B.1.1, ...: the first one not yet given out whose
         scheduler port is free. B is drawn per runner so that local clouds running side by side
@@ -269,26 +145,13 @@ class Runner:
             if address not in taken and _port_free(address, 8786):
                 return address
 
-    def _gpus(self, backend: Any, instance_type: str) -> int | None:
-        """GPUs to expose, or None to leave CUDA_VISIBLE_DEVICES alone (no host GPUs)."""
-        if self._host_gpus is None:
-            self._host_gpus = _host_gpus()
-        if not self._host_gpus:
-            return None
-        try:
-            info = backend.describe_instance_types(instance_types=[instance_type])[0]
-            wanted = sum(g.get("Count", 0) for g in (info.get("GpuInfo") or {}).get("Gpus", []))
-        except (LookupError, AttributeError, ValueError):  # unknown type: treat as no GPU
-            wanted = 0
-        return min(wanted, self._host_gpus)  # 0 -> "" hides host GPUs from CPU instances
-
     # -- moto look-ups and termination ---------------------------------------------------
     def backend_of(self, instance_id: str) -> Any:
         """The moto EC2 backend holding an instance; LookupError if there is none."""
         from moto.ec2.models import ec2_backends
 
         if instance_id not in self._where:
-            for account, region, _backend, inst in self.instances():
+            for account, region, _backend, inst in self.all_instances():
                 self._where[inst.id] = (account, region)
         if instance_id not in self._where:
             raise LookupError(f"no instance {instance_id} in the local cloud")
@@ -360,18 +223,4 @@ class WakeOnPost:
         return result
 
 
-def instance_log(instance_id: str) -> Path:
-    return settings.logs_dir() / "instances" / f"{instance_id}.log"
-
-
-__all__ = [
-    "DEFAULT_COMMAND",
-    "STOP_GRACE",
-    "Booted",
-    "ForkServerLauncher",
-    "Launcher",
-    "Runner",
-    "WakeOnPost",
-    "default_launcher",
-    "instance_log",
-]
+__all__ = ["Runner", "WakeOnPost"]

@@ -1,4 +1,4 @@
-"""What a fresh local cloud holds: the docs' nyc-tlc taxi files and the overcast machine image.
+"""What a fresh local cloud holds: the docs' nyc-tlc taxi files (machine images: stockimage.py).
 
 The taxi data is generated (no download): deterministic per month, same columns and dtypes as
 the real 2019 yellow-taxi parquet files, plausible distributions. Bytes are cached under
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from overcast.localcloud.motoserver import AMI_NAME, OPERATOR_ACCOUNT, home_cache
+from overcast.localcloud.motoserver import OPERATOR_ACCOUNT, home_cache
 
 BUCKET = "nyc-tlc"
 BUCKET_REGION = "us-east-1"
@@ -144,36 +144,12 @@ def seed_taxi_data(endpoint: str) -> None:
         s3.put_object(Bucket=BUCKET, Key=key(month), Body=month_bytes(month), ACL="public-read")
 
 
-def check_images(endpoint: str, regions: tuple[str, ...] = SUPPORTED_REGIONS,
-                 accounts: tuple[str, ...] = (OPERATOR_ACCOUNT, "210987654321")) -> None:
-    """The overcast image must be found by name in every supported region, from any account.
-
-    Images come from moto's AMI list (see motoserver.ami_document), which moto loads into each
-    (account, region) backend when it is created: there is nothing to upload, so this only
-    checks. It also creates each region's EC2 backend (~80 ms each), so first calls are fast.
-    """
-    for account in accounts:
-        for region in regions:
-            ec2 = _operator_client("ec2", endpoint, region, account=account)
-            images = ec2.describe_images(
-                Filters=[{"Name": "name", "Values": ["overcast-agent-*"]}])["Images"]
-            if not any(i["Name"] == AMI_NAME and i["Public"] for i in images):
-                raise RuntimeError(f"{AMI_NAME} missing in {region} for account {account}")
-
-
-def seed(endpoint: str, all_regions: bool = True) -> dict[str, float]:
-    """Seed everything; returns the seconds each part took (logged at startup).
-
-    With all_regions=False only us-east-1 is checked (in the operator's and another account);
-    the image is in every region by construction, and the caller warms the rest later.
-    """
+def seed(endpoint: str) -> dict[str, float]:
+    """Seed everything; returns the seconds each part took (logged at startup)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     seed_taxi_data(endpoint)
     timings["taxi"] = time.perf_counter() - t
-    t = time.perf_counter()
-    check_images(endpoint, SUPPORTED_REGIONS if all_regions else SUPPORTED_REGIONS[:1])
-    timings["images"] = time.perf_counter() - t
     return timings
 
 

@@ -99,9 +99,7 @@ class BackendMachine:
                                               s3_read=list(backend.s3_read or []),
                                               report=report)
         # The account's VM image (reconciler/images.py): setup is done once it is available.
-        if not images.ready_for_setup(session, account, target, fallback=lambda: (
-                self.contexts.provider.find_image(target.ctx,
-                                                  owners=[self.contexts.image_owner()]))):
+        if not images.ready_for_setup(session, account, target):
             session.commit()
             return
         backend.state, backend.reason = "ready", None

@@ -43,7 +43,6 @@ class ClusterMachine:
         self.provider = contexts.provider
         self.control_plane, self.timeouts = control_plane, timeouts
         self.control_plane_ca = control_plane_ca
-        self._images: dict[tuple, str] = {}
         self.zones = Zones(infra)
         self.quota = QuotaHold()
 
@@ -335,17 +334,9 @@ class ClusterMachine:
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
 
     def _image(self, session: Session, cluster: Cluster, target: Target) -> str:
-        """The account's built overcast image (reconciler/images.py), else the legacy look-up
-        (to be removed at integration), else a build the cluster waits for."""
-        return images.resolve(session, cluster.account, target,
-                              fallback=lambda: self._legacy_image(target))
-
-    def _legacy_image(self, target: Target) -> str:
-        key = (id(target.ctx), target.ctx.region)
-        if key not in self._images:
-            self._images[key] = self.provider.find_image(
-                target.ctx, owners=[self.contexts.image_owner()])
-        return self._images[key]
+        """The account's built overcast image (reconciler/images.py), else a build the
+        cluster waits for."""
+        return images.resolve(session, cluster.account, target)
 
     # --- stopping: terminate, delete the security group, done ------------------------------
     def _teardown(self, session: Session, cluster: Cluster, target: Target) -> None:

@@ -17,7 +17,6 @@ import logging
 import secrets
 import shlex
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -80,20 +79,14 @@ def newest_available(session: Session, scope: str, region: str,
         .order_by(Image.id.desc()).limit(1))
 
 
-def resolve(session: Session, account: Account, target: Target,
-            fallback: Callable[[], str]) -> str:
+def resolve(session: Session, account: Account, target: Target) -> str:
     """The AMI a cluster of `account` launches from: its built image of this version; else
-    (until the lead removes it) `fallback`, the legacy `overcast-agent-*` look-up; else build
-    one now and wait for it (WaitingForImage)."""
+    build one now and wait for it (WaitingForImage). There is no other way to boot."""
     region = target.ctx.region
     scope = scope_of(target, account)
     built = newest_available(session, scope, region)
     if built is not None and built.aws_id:
         return built.aws_id
-    try:
-        return fallback()
-    except AwsError:
-        pass
     latest = session.scalar(select(Image).where(
         Image.scope == scope, Image.region == region, Image.version == overcast.__version__)
         .order_by(Image.id.desc()).limit(1))
@@ -105,11 +98,10 @@ def resolve(session: Session, account: Account, target: Target,
     raise WaitingForImage(f"Waiting for the overcast VM image ({row.state}) in {region}.")
 
 
-def ready_for_setup(session: Session, account: Account, target: Target,
-                     fallback: Callable[[], str]) -> bool:
+def ready_for_setup(session: Session, account: Account, target: Target) -> bool:
     """Backend setup: True once the account has an image; else a build is on its way."""
     try:
-        resolve(session, account, target, fallback)
+        resolve(session, account, target)
     except WaitingForImage:
         return False
     return True

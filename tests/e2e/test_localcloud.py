@@ -1,4 +1,4 @@
-"""The local cloud in this process: instances boot as processes, IMDS, anonymous S3, faults."""
+"""The local cloud in this process: state file, anonymous S3, capacity faults, spot reclaim."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -16,54 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from overcast.localcloud import seed
-from overcast.localcloud.forkserver import ForkedProcess
-from overcast.localcloud.main import LocalCloud, new_aws_account, read_state
+from overcast.localcloud.main import LocalCloud, read_state
 from tests.e2e.helpers import environ, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-# The test agent: records what an overcast agent would read at boot, then waits to be stopped
-# (or exits with the code in its user data's "exit" field).
-AGENT = r"""
-import json, os, sys, time, urllib.request
-import boto3
-base = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]
-user_data = urllib.request.urlopen(base + "/latest/user-data").read().decode()
-out = {"user_data": user_data, "instance_id": os.environ["OVERCAST_INSTANCE_ID"],
-       "has_operator_keys": "AWS_ACCESS_KEY_ID" in os.environ,
-       "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-       "ip": urllib.request.urlopen(base + "/latest/meta-data/local-ipv4").read().decode()}
-out["arn"] = boto3.client("sts").get_caller_identity()["Arn"]
-logs = boto3.client("logs")
-logs.create_log_group(logGroupName=out["instance_id"])
-logs.create_log_stream(logGroupName=out["instance_id"], logStreamName="agent")
-logs.put_log_events(logGroupName=out["instance_id"], logStreamName="agent",
-                    logEvents=[{"timestamp": int(time.time() * 1000), "message": "booted"}])
-path = sys.argv[1] + "/" + out["instance_id"] + ".json"
-open(path + ".tmp", "w").write(json.dumps(out)); os.replace(path + ".tmp", path)
-code = json.loads(user_data).get("exit")
-if code is not None:
-    sys.exit(code)
-time.sleep(600)
-"""
-
-TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                  "Principal": {"Service": "ec2.amazonaws.com"}}]}
-TAGS = [{"ResourceType": "instance", "Tags": [{"Key": "overcast:managed", "Value": "true"}]}]
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
     home = tmp_path_factory.mktemp("lc-home")
-    out = tmp_path_factory.mktemp("agent-out")
     with environ(OVERCAST_HOME=str(home)):
-        lc = LocalCloud(port=0, imds_port=0,
-                        agent_command=[sys.executable, "-c", AGENT, str(out)])
-        lc.out = out  # type: ignore[attr-defined]
+        lc = LocalCloud(port=0, imds_port=0)
         try:
-            # Instances of this module are forked by the warm zygote (test_forkserver.py has
-            # the fresh-interpreter fallback).
-            assert lc.runner.launcher.wait_ready(90)
             yield lc
         finally:
             lc.stop()
@@ -74,19 +38,13 @@ def client(cloud: LocalCloud, service: str, region: str = "us-east-1", **keys: s
     return boto3.client(service, region_name=region, endpoint_url=cloud.endpoint, **keys)
 
 
-def launch(cloud: LocalCloud, user_data: dict, region: str = "us-east-1", **kw) -> str:
-    iam = client(cloud, "iam")
-    try:
-        iam.create_role(RoleName="acme", AssumeRolePolicyDocument=json.dumps(TRUST))
-        iam.create_instance_profile(InstanceProfileName="acme")
-        iam.add_role_to_instance_profile(InstanceProfileName="acme", RoleName="acme")
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
+def launch(cloud: LocalCloud, region: str = "us-east-1", **kw) -> str:
+    """An instance of the stock Debian 12 AMI that stays up (a container, containers.py)."""
     ec2 = client(cloud, "ec2", region)
-    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["overcast-agent-*"]}])
-    reply = ec2.run_instances(ImageId=image["Images"][0]["ImageId"], MinCount=1, MaxCount=1,
-                              InstanceType="t3.medium", UserData=json.dumps(user_data),
-                              IamInstanceProfile={"Name": "acme"}, TagSpecifications=TAGS, **kw)
+    ami = client(cloud, "ssm", region).get_parameter(
+        Name="/aws/service/debian/release/12/latest/amd64")["Parameter"]["Value"]
+    reply = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium",
+                              UserData="#!/bin/sh\nsleep 600\n", **kw)
     return reply["Instances"][0]["InstanceId"]
 
 
@@ -99,49 +57,6 @@ def test_state_file(cloud):
     assert read_state() == {"endpoint": cloud.endpoint, "imds": cloud.imds_url,
                             "pid": os.getpid(), "enforce_iam": False,
                             "registries": cloud.registries.state()}
-
-
-def test_instance_boots_with_user_data_and_role_credentials(cloud):
-    iid = launch(cloud, {"overcast": 1, "hello": "world"})
-    booted = wait(lambda: cloud.runner.booted.get(iid), 5, "agent start")
-    assert isinstance(booted.proc, ForkedProcess)
-    out = Path(cloud.out) / f"{iid}.json"
-    result = json.loads(wait(lambda: out.exists() and out.read_text(), 30, "agent report"))
-    assert json.loads(result["user_data"])["hello"] == "world"
-    assert result["arn"] == f"arn:aws:sts::123456789012:assumed-role/acme/{iid}"
-    assert result["ip"].startswith("127.") and result["ip"] != "127.0.0.1"
-    assert not result["has_operator_keys"]
-    events = client(cloud, "logs").get_log_events(logGroupName=iid, logStreamName="agent")
-    assert [e["message"] for e in events["events"]] == ["booted"]
-
-    pid = booted.proc.pid
-    client(cloud, "ec2").terminate_instances(InstanceIds=[iid])
-    wait(lambda: booted.proc.poll() is not None, 10, "agent stopped")
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)  # the whole process group is gone
-
-
-def test_agent_exit_terminates_instance(cloud):
-    iid = launch(cloud, {"overcast": 1, "exit": 3}, region="eu-west-1")
-    wait(lambda: state(cloud, iid, "eu-west-1") == "terminated", 30, "instance terminated")
-    assert cloud.runner.exit_codes[iid] == 3
-    reason = client(cloud, "ec2", "eu-west-1").describe_instances(InstanceIds=[iid])
-    assert "exit code 3" in reason["Reservations"][0]["Instances"][0]["StateReason"]["Message"]
-
-
-def test_image_visible_from_another_account(cloud):
-    account = new_aws_account(setup_policy={"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]},
-        ongoing_policy={"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "sts:GetCallerIdentity", "Resource": "*"}]})
-    keys = {"aws_access_key_id": account["access_key_id"],
-            "aws_secret_access_key": account["secret_access_key"]}
-    assert client(cloud, "sts", **keys).get_caller_identity()["Account"] == account["account_id"]
-    for region in seed.SUPPORTED_REGIONS:
-        images = client(cloud, "ec2", region, **keys).describe_images(
-            Filters=[{"Name": "name", "Values": ["overcast-agent-*"]}])["Images"]
-        assert [i["Name"] for i in images] == ["overcast-agent-0.1.0"]
-        assert images[0]["Public"] and images[0]["OwnerId"] == "123456789012"
 
 
 def read_anonymously(cloud: LocalCloud, month: int) -> pd.DataFrame:
@@ -184,17 +99,18 @@ def test_capacity_fault_and_spot_interruption(cloud, monkeypatch):
                                      data=json.dumps(rule).encode())
     urllib.request.urlopen(request, timeout=10).read()
     with pytest.raises(botocore.exceptions.ClientError) as err:
-        launch(cloud, {"overcast": 1}, Placement={"AvailabilityZone": "us-east-1c"})
+        launch(cloud, Placement={"AvailabilityZone": "us-east-1c"})
     assert err.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
     cloud.faults.clear()
 
-    iid = launch(cloud, {"overcast": 1}, Placement={"AvailabilityZone": "us-east-1c"},
+    iid = launch(cloud, Placement={"AvailabilityZone": "us-east-1c"},
                  InstanceMarketOptions={"MarketType": "spot"})
-    booted = wait(lambda: cloud.runner.booted.get(iid), 5, "agent start")
+    boxes = cloud.runner.containers.boxes
+    wait(lambda: iid in boxes and boxes[iid].state == "running", 60, "container start")
     cloud.interrupt_spot(iid, notice_seconds=0.2)
     assert cloud.imds.lookup(iid, "meta-data/spot/instance-action")[0] == 200
     wait(lambda: state(cloud, iid) == "terminated", 10, "spot reclaimed")
-    wait(lambda: booted.proc.poll() is not None, 10, "agent stopped")
+    wait(lambda: iid not in boxes or boxes[iid].state == "gone", 20, "container removed")
     reason = client(cloud, "ec2").describe_instances(InstanceIds=[iid])
     assert (reason["Reservations"][0]["Instances"][0]["StateReason"]["Code"]
             == "Server.SpotInstanceTermination")

@@ -114,11 +114,10 @@ def test_a_build_from_request_to_available_image(world):
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
     listed = world["api"].get(f"/api/v1/accounts/{world['slug']}/images").json()
     assert [(i["state"], i["image_id"]) for i in listed] == [("available", row.aws_id)]
-    # A hosted cluster of this region now launches from it (the fallback is not asked).
+    # A hosted cluster of this region now launches from it.
     with world["db"].session() as session:
         target = Target(context("us-east-1"), tags.OPERATOR, True)
-        assert images.resolve(session, account(session, world["slug"]), target,
-                              fallback=lambda: pytest.fail("fallback used")) == row.aws_id
+        assert images.resolve(session, account(session, world["slug"]), target) == row.aws_id
 
 
 def test_newest_two_images_are_kept(world):
@@ -154,25 +153,17 @@ def test_a_failed_bootstrap_ends_in_error_with_the_console(world):
         assert len(errors) == 1 and errors[0].level == "error"
         # A cluster now fails with that reason instead of waiting for an image forever.
         target = Target(context("us-east-1"), tags.OPERATOR, True)
-
-        def no_legacy() -> str:
-            raise aws_images.AwsError("no legacy image")
-
         with pytest.raises(aws_images.AwsError, match="overcast image build"):
-            images.resolve(session, account(session, world["slug"]), target, no_legacy)
+            images.resolve(session, account(session, world["slug"]), target)
 
 
 def test_a_cluster_without_an_image_asks_for_one_and_waits(world):
     with world["db"].session() as session:
         target = Target(context("us-east-1"), tags.OPERATOR, True)
-
-        def no_legacy() -> str:
-            raise aws_images.AwsError("no legacy image")
-
         acct = account(session, world["slug"])
         for _ in range(2):  # asking twice makes one build
             with pytest.raises(images.WaitingForImage):
-                images.resolve(session, acct, target, no_legacy)
+                images.resolve(session, acct, target)
         assert len(session.scalars(select(Image)).all()) == 1
 
 
