@@ -39,7 +39,8 @@ def store(request):
     return getattr(request, "param", "sqlite")
 
 
-def _started_stack(tmp_path_factory, database_url: str | None):
+def _started_stack(tmp_path_factory, database_url: str | None,
+                   regions: tuple[str, ...] = ("us-east-1",)):
     home = tmp_path_factory.mktemp("overcast-home")
     stack = Stack(home, database_url=database_url)
     with environ(OVERCAST_HOME=str(home)):
@@ -48,6 +49,9 @@ def _started_stack(tmp_path_factory, database_url: str | None):
             stack.start_server()
             stack.account, stack.token = ensure_first_user("e2e-user",
                                                            Database(stack.database_url))
+            # Clusters boot from the overcast image only: build it before the tests time
+            # cluster starts (a first cluster would otherwise wait for the build).
+            stack.images = stack.build_images(stack.account, stack.token, regions)
             yield stack
         finally:
             stack.stop()
@@ -55,7 +59,7 @@ def _started_stack(tmp_path_factory, database_url: str | None):
 
 @pytest.fixture(scope="session")
 def sqlite_stack(tmp_path_factory):
-    yield from _started_stack(tmp_path_factory, None)
+    yield from _started_stack(tmp_path_factory, None, ("us-east-1", "us-west-1"))
 
 
 @pytest.fixture(scope="session")

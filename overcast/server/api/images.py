@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -47,8 +47,9 @@ def build_image(request: Request, body: BuildRequest | None = None,
 
 
 @router.post("/images/builds/{build_id}/report", status_code=204)
-def report(build_id: int, body: BuildReport, request: Request,
-           session: Session = Depends(db_session)) -> None:
+def report(body: BuildReport, request: Request,
+           session: Session = Depends(db_session),
+           build_id: int = Path(ge=1, le=2**63 - 1)) -> None:  # a 64-bit row id
     token = bearer(request)
     row = session.get(Image, build_id)
     # One-time: the token is dropped once used, and a finished build has none.
