@@ -35,6 +35,7 @@ VENV=$PREFIX/venv
 ETC=/etc/overcast
 WORK=$(mktemp -d /tmp/overcast-build.XXXXXX)
 STEP="start"
+MINE=""
 
 [ -f $ETC/build.env ] && . $ETC/build.env
 : "${OVERCAST_CONTROL_PLANE:?set OVERCAST_CONTROL_PLANE}"
@@ -82,6 +83,7 @@ report() {  # report ok|failed [reason]: best effort, the console marker is the 
 finish() {
     code=$?
     rm -rf "$WORK"
+    if [ -n "$MINE" ]; then rm -rf "$MINE"; fi
     if [ $code -ne 0 ]; then
         say "FAILED at step '$STEP' (exit code $code)"
         report failed "bootstrap failed at step '$STEP' (exit code $code)"
@@ -136,10 +138,22 @@ say "step install-agent"
 rm -rf "$VENV"
 mkdir -p "$PREFIX" "$ETC"
 python3 -m venv "$VENV"
-# pip's cache is used: where the cloud mounts a package mirror/cache there (the local cloud
-# does), repeated builds reuse its downloads; otherwise the clean step removes it.
-"$VENV/bin/pip" install --no-input --quiet --disable-pip-version-check \
+# Dependencies: downloaded (resolved against the index, hash-checked by pip) into a wheel
+# directory under pip's cache, then installed from there with --no-index. Where the cloud mounts
+# a shared package cache at /root/.cache/pip (a VPC's mirror; the local cloud does), wheels a
+# previous build downloaded are reused ("File was already downloaded") instead of fetched again;
+# otherwise the clean step removes the cache from the image.
+WHEELS=/root/.cache/pip/overcast-wheels
+mkdir -p "$WHEELS"
+MINE=$(mktemp -d "$WHEELS/.build-XXXXXX")  # its own: concurrent builds never see half a file
+for f in "$WHEELS"/*.whl; do [ -e "$f" ] && ln "$f" "$MINE/" 2>/dev/null || true; done
+"$VENV/bin/pip" download --no-input --quiet --disable-pip-version-check -d "$MINE" \
     -c "$WORK/constraints.txt" "$WORK/$FILE"
+rm -f "$MINE/$FILE"  # the agent itself always comes from the control plane (sha256 above)
+"$VENV/bin/pip" install --no-input --quiet --disable-pip-version-check --no-index \
+    --find-links "$MINE" -c "$WORK/constraints.txt" "$WORK/$FILE"
+for f in "$MINE"/*.whl; do [ -e "$f" ] && ln "$f" "$WHEELS/" 2>/dev/null || true; done
+rm -rf "$MINE"
 
 STEP="verify"
 say "step verify"

@@ -20,16 +20,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 OPERATOR = "123456789012"
 
 
-def _inside() -> dict:
-    """Runs on each worker: what a VM's Python environment holds."""
-    import importlib.util
-    import os
-    import sys
-
-    return {"server": importlib.util.find_spec("overcast.server") is not None,
-            "prefix": sys.prefix, "image": os.path.exists("/etc/overcast/image.json")}
-
-
 def test_cluster_instances_are_containers_of_the_pipeline_image(overcast_config, stack, aws):
     built = stack.images["us-east-1"]
     with overcast.Cluster(name="boot-path", n_workers=2, progress="none") as cluster, \
@@ -59,7 +49,15 @@ def test_cluster_instances_are_containers_of_the_pipeline_image(overcast_config,
         finally:
             engine.close()
 
-        seen = client.run(_inside)
+        def inside() -> dict:  # nested: pickled by value (the VM has no tests package)
+            import importlib.util
+            import os
+            import sys
+
+            return {"server": importlib.util.find_spec("overcast.server") is not None,
+                    "prefix": sys.prefix, "image": os.path.exists("/etc/overcast/image.json")}
+
+        seen = client.run(inside)
         assert len(seen) == 2
         for where in seen.values():
             assert where == {"server": False, "prefix": "/opt/overcast/venv", "image": True}

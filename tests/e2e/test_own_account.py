@@ -106,7 +106,7 @@ def setup_policy_arn(acct: dict) -> str:
     return f"arn:aws:iam::{acct['account_id']}:policy/overcast-setup"
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(720)  # backend setup builds the image in that account
 def test_bad_credentials_are_refused_and_nothing_is_stored(iam_stack):
     good, lacking = new_account(iam_stack), new_account(iam_stack, drop=("ec2:RunInstances",
                                                                           "iam:CreateRole"))
@@ -134,11 +134,11 @@ def test_bad_credentials_are_refused_and_nothing_is_stored(iam_stack):
     assert "backend-configured" not in events
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(720)  # backend setup builds the image in that account
 def test_setup_creates_resources_in_the_customer_account_only(iam_stack):
     acct, slug = STATE["account"], iam_stack.account
     STATE["t_setup"] = time.time()
-    doc = overcast.set_backend_options(**keys(acct), wait=True, timeout=150)
+    doc = overcast.set_backend_options(**keys(acct), wait=True, timeout=600)
     STATE["t_setup_done"] = time.time()
     assert (doc["kind"], doc["state"], doc["credentials"]) == ("aws", "ready", "keys")
     assert doc["aws_access_key_id"] == "*" * 16 + acct["access_key_id"][-4:]
@@ -158,7 +158,7 @@ def test_setup_creates_resources_in_the_customer_account_only(iam_stack):
     events = [n["event_type"] for n in overcast.get_notifications(json=True, limit=500)]
     assert {"backend-ready", "resource-vpc", "resource-nat-gateway"} <= set(events)
     # Setup again: everything is found, nothing new is made.
-    again = overcast.set_backend_options(**keys(acct), wait=True, timeout=150)
+    again = overcast.set_backend_options(**keys(acct), wait=True, timeout=600)
     assert {r["aws_id"] for r in again["resources"]} == {r["aws_id"] for r in doc["resources"]}
     assert all(r["state"] == "found" for r in again["resources"])
     STATE["t_setup_done"] = time.time()
@@ -243,7 +243,7 @@ def test_teardown_removes_everything_one_by_one(iam_stack):
     assert overcast.get_backend_options()["kind"] == "hosted"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(720)  # backend setup builds the image in that account
 def test_a_same_named_log_group_is_neither_adopted_nor_deleted(iam_stack):
     """A log group that merely has the slug's name is not overcast's: setup refuses to adopt
     it (a clear error) and teardown leaves it where it is."""
@@ -253,7 +253,7 @@ def test_a_same_named_log_group_is_neither_adopted_nor_deleted(iam_stack):
     logs.put_retention_policy(logGroupName=slug, retentionInDays=7)
     try:
         with pytest.raises(overcast.OvercastError) as info:
-            overcast.set_backend_options(**keys(acct), wait=True, timeout=150)
+            overcast.set_backend_options(**keys(acct), wait=True, timeout=600)
         STATE["texts"].append(str(info.value))
         assert f"log group named '{slug}' already exists and was not created by this " \
                "overcast control plane" in str(info.value)
@@ -301,7 +301,7 @@ def test_recorded_actions_are_exactly_what_the_policies_allow(iam_stack):
     print("recorded AWS actions:", STATE["figures"])
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(720)  # backend setup builds the image in that account
 def test_role_mode_then_reset_to_the_hosted_default(iam_stack):
     acct, slug = new_account(iam_stack), iam_stack.account
     env = {"AWS_ACCESS_KEY_ID": acct["admin_access_key_id"],  # the user's "local profile"

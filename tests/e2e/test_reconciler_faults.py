@@ -112,6 +112,7 @@ def own_stack(tmp_path_factory):
             stack.start_server()
             stack.account, stack.token = ensure_first_user(
                 "outage-user", Database(f"sqlite:///{home / 'overcast.db'}"))
+            stack.build_images(stack.account, stack.token)
             yield stack
         finally:
             stack.stop()

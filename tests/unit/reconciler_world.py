@@ -131,6 +131,22 @@ class World:
         return self.fake.live() - known
 
 
+def _built_images(db: Database, slug: str) -> None:
+    """The overcast VM image, already built (hosted and in the account's own AWS): clusters
+    boot only from it, and these tests are about what happens after."""
+    import overcast
+    from overcast import tags
+    from overcast.store.models import Account, Image
+
+    with db.session() as s:
+        account = s.scalar(select(Account).where(Account.slug == slug))
+        for scope in (tags.OPERATOR, slug):
+            for region in ("us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1"):
+                s.add(Image(account_id=account.id, scope=scope, region=region,
+                            version=overcast.__version__, state="available", aws_id="ami"))
+        s.commit()
+
+
 def make_world(tmp_path, monkeypatch) -> World:
     from overcast.server.app import create_app
     from overcast.server.bootstrap import ensure_first_user
@@ -142,6 +158,7 @@ def make_world(tmp_path, monkeypatch) -> World:
     monkeypatch.setattr(clock, "_offset", 0.0)
     db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
     slug, token = ensure_first_user("alice", db)
+    _built_images(db, slug)
     fake = FakeProvider()
     reconciler = Reconciler(db, "http://127.0.0.1:9", provider=fake, step_wait=None)
     api = TestClient(create_app(db, run_reconciler=False))
