@@ -121,6 +121,7 @@ class BackendMachine:
         backend.registry_type, backend.registry_username = "ecr", None
         backend.state, backend.reason, backend.updated_at = "ready", None, utcnow()
         self.infra.forget(account, region)
+        images.forget_scope(session, account.slug)
         notify(session, account.id, "backend-teardown-done",
                "Every resource overcast created in your AWS account is deleted; this account "
                "uses the hosted default again")

@@ -79,6 +79,14 @@ def newest_available(session: Session, scope: str, region: str,
         .order_by(Image.id.desc()).limit(1))
 
 
+def forget_scope(session: Session, scope: str) -> None:
+    """The account's own AWS backend was torn down: its images are no longer ours to use (the
+    next setup may be another AWS account, where those AMIs do not exist), so it builds anew."""
+    for row in session.scalars(select(Image).where(
+            Image.scope == scope, Image.state.in_((*WORKING, "available")))):
+        row.state, row.reason = "deregistered", "the AWS backend was torn down"
+
+
 def resolve(session: Session, account: Account, target: Target) -> str:
     """The AMI a cluster of `account` launches from: its built image of this version; else
     build one now and wait for it (WaitingForImage). There is no other way to boot."""

@@ -45,8 +45,12 @@ def test_egress_env_passes_registry_settings_but_no_host_paths(monkeypatch):
     assert "PIP_FIND_LINKS" not in env and "AWS_SECRET_ACCESS_KEY" not in env
 
 
-def test_mounts_are_read_only_and_only_the_init_file_of_overcast():
+def test_mounts_are_read_only_and_only_the_init_file_of_overcast(tmp_path, monkeypatch):
+    monkeypatch.setattr(containers, "PIP_CACHE", tmp_path / "mirror" / "pip")
     mounts = containers.egress_mounts()
+    # Read-only, except the package cache (the VPC mirror's stand-in), which is no code of ours.
+    cache = mounts.pop(str(tmp_path / "mirror" / "pip"))
+    assert cache == {"bind": "/root/.cache/pip", "mode": "rw"}
     assert all(m["mode"] == "ro" for m in mounts.values())
     ours = [src for src in mounts if "overcast" in src]
     assert ours == [str(containers.INIT)]
