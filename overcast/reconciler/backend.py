@@ -30,6 +30,9 @@ class BackendMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache) -> None:
         self.contexts, self.infra = contexts, infra
         self.backoff = Backoff(base=2.0, cap=300.0)  # per account (backend row)
+        # Setups whose resources are made and that now wait for the account's VM image: the
+        # next passes only check the image (resources keep saying "created", not "found").
+        self._waiting_for_image: set[tuple[int, str, str | None]] = set()
 
     def run_pass(self, db: Database) -> bool:
         """One step for every customer backend being set up or torn down (and not backing
@@ -94,14 +97,18 @@ class BackendMachine:
         account, region = backend.account, backend.region
         report = recorder(session, account, target, region)
         slug = account.slug
-        self.contexts.provider.set_up_account(target.ctx, slug, network_owner=slug,
-                                              registry=backend.registry_type,
-                                              s3_read=list(backend.s3_read or []),
-                                              report=report)
+        key = (backend.id, region, backend.key_id_masked or backend.role_arn)
+        if key not in self._waiting_for_image:
+            self.contexts.provider.set_up_account(target.ctx, slug, network_owner=slug,
+                                                  registry=backend.registry_type,
+                                                  s3_read=list(backend.s3_read or []),
+                                                  report=report)
         # The account's VM image (reconciler/images.py): setup is done once it is available.
         if not images.ready_for_setup(session, account, target):
+            self._waiting_for_image.add(key)
             session.commit()
             return
+        self._waiting_for_image.discard(key)
         backend.state, backend.reason = "ready", None
         self.infra.forget(account, region)  # clusters look the new network up
         notify(session, account.id, "backend-ready",
