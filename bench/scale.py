@@ -2,7 +2,7 @@
 plane whose database already holds 1000 clusters (900 finished ones seeded, then 100 created
 concurrently with retries while 50 clients list), list latency and create errors.
 
-    .venv/bin/python bench/scale.py [--case api]
+    .venv/bin/python bench/scale.py [--json] [--case api] [--store sqlite|postgresql]
 
 Starts a dedicated `overcast server` on loopback (temporary OVERCAST_HOME; AWS endpoint a closed
 loopback port, so nothing boots) and stops it at the end.
@@ -24,14 +24,14 @@ SEEDED = 900
 CREATES = 100
 
 
-def seed_finished_clusters(home: Path, slug: str, n: int) -> None:
+def seed_finished_clusters(home: Path, slug: str, n: int, database_url: str) -> None:
     """`n` stopped clusters, as a long-lived control plane's history would hold."""
     os.environ["OVERCAST_HOME"] = str(home)  # the crypto key lives there
     from overcast import crypto
     from overcast.store.db import Database
     from overcast.store.models import Account, Cluster
 
-    db = Database(f"sqlite:///{home / 'overcast.db'}")
+    db = Database(database_url)
     secret = crypto.encrypt("x" * 40)
     with db.session() as session:
         account = session.query(Account).filter_by(slug=slug).one()
@@ -42,21 +42,29 @@ def seed_finished_clusters(home: Path, slug: str, n: int) -> None:
     db.engine.dispose()
 
 
-def api_case() -> dict:
+def api_case(store: str) -> dict:
     from tests.e2e.apiload import ApiServer, run_load
 
     with tempfile.TemporaryDirectory(prefix="overcast-scale-") as tmp:
         home = Path(tmp)
-        server = ApiServer(home, dict(os.environ))
+        pg = server = None
+        if store == "postgresql":  # a throwaway server on loopback (tests/pgserver.py)
+            from tests.pgserver import PostgresServer
+            pg = PostgresServer().start()
         try:
+            url = pg.create_database("scale") if pg else None
+            server = ApiServer(home, dict(os.environ), url)
             server.start()
-            seed_finished_clusters(home, server.slug, SEEDED)
+            seed_finished_clusters(home, server.slug, SEEDED, server.database_url)
             r = asyncio.run(run_load(server, creates=CREATES, duplicates=0, listers=50))
             for line in r.create_errors[:5]:
                 print("create error:", line, file=sys.stderr)
         finally:
-            server.stop()
-    return {"case": "api", "clusters_in_db": SEEDED + len(r.created),
+            if server:
+                server.stop()
+            if pg:
+                pg.stop()
+    return {"case": "api", "store": store, "clusters_in_db": SEEDED + len(r.created),
             "list_p99_ms": round(1000 * r.p99(r.list_seconds), 1),
             "concurrent_creates": CREATES,
             "create_errors": len(r.create_errors) + r.server_errors,
@@ -69,8 +77,14 @@ CASES = {"api": api_case}
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=sorted(CASES), action="append")
-    for case in parser.parse_args().case or sorted(CASES):
-        print(json.dumps(CASES[case]()), flush=True)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), action="append",
+                        help="the control plane's database (api case; default sqlite)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line "
+                        "(the only output format; accepted for the documented command)")
+    args = parser.parse_args()
+    for case in args.case or sorted(CASES):
+        for store in args.store or ["sqlite"]:
+            print(json.dumps(CASES[case](store)), flush=True)
 
 
 if __name__ == "__main__":
