@@ -26,9 +26,11 @@ DEFAULT_WORKER_VM_TYPES = ["m6i.xlarge"]
 DEFAULT_GPU_WORKER_VM_TYPES = ["g4dn.xlarge"]
 DEFAULT_IDLE_TIMEOUT = "20 minutes"
 DEFAULT_NO_CLIENT_TIMEOUT = "10 minutes"
+# The VM-side watchdog: a VM powers itself off after this long without the control plane.
+DEFAULT_SHUTDOWN_AFTER_UNREACHABLE = "20 minutes"
 BACKEND_OPTION_KEYS = {
     "region", "zone", "spot", "spot_on_demand_fallback", "firewall",
-    "scheduler_vm_types", "worker_vm_types",
+    "scheduler_vm_types", "worker_vm_types", "shutdown_after_unreachable",
 }
 _ZONE = re.compile(r"^[a-z]{2}-[a-z]+-\d[a-z]$")
 # GPUs per instance type, known without asking AWS, so a request for more than one GPU per
@@ -67,6 +69,7 @@ class ClusterOptions:
     worker_gpu: int = 0
     idle_timeout: float = parse_timedelta(DEFAULT_IDLE_TIMEOUT)
     no_client_timeout: float = parse_timedelta(DEFAULT_NO_CLIENT_TIMEOUT)
+    shutdown_after_unreachable: float = parse_timedelta(DEFAULT_SHUTDOWN_AFTER_UNREACHABLE)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,6 +199,9 @@ def resolve(
         opts.worker_vm_types = check_vm_types(work, "worker_vm_types")
     # A GPU worker type means one GPU per worker, as if worker_gpu=1 were given.
     opts.worker_gpu = max(opts.worker_gpu, check_worker_type_gpus(opts.worker_vm_types))
+    if given.get("shutdown_after_unreachable") is not None:
+        opts.shutdown_after_unreachable = _seconds(given["shutdown_after_unreachable"],
+                                                   "shutdown_after_unreachable")
     if idle_timeout is not None:
         opts.idle_timeout = _seconds(idle_timeout, "idle_timeout")
     if no_client_timeout is not None:

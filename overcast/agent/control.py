@@ -10,6 +10,7 @@ import functools
 import logging
 import random
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +27,15 @@ logging.getLogger("httpcore").setLevel(logging.WARNING)
 RETRY_STATUSES = {500, 502, 503, 504}
 
 
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
+@functools.lru_cache(maxsize=4)
+def _ssl_context(ca_pem: str | None = None) -> ssl.SSLContext:
     """Built once per process (loading the CA bundle costs ~40 ms); the local cloud's fork
-    server builds it before forking, so its VMs get it for free."""
-    return httpx.create_ssl_context()
+    server builds it before forking, so its VMs get it for free. With `ca_pem` (the boot
+    document's `control_plane_ca`), that CA is trusted as well as the system's."""
+    context = httpx.create_ssl_context()
+    if ca_pem:
+        context.load_verify_locations(cadata=ca_pem)
+    return context
 
 
 class ControlPlaneError(RuntimeError):
@@ -62,8 +67,11 @@ class ControlPlane:
     ) -> None:
         self.cluster_id = boot.cluster_id
         self.instance_id = instance_id
+        # The watchdog's clock: when the control plane last answered (any HTTP answer).
+        self.last_answer = time.monotonic()
+        self.shutdown_after_unreachable = boot.shutdown_after_unreachable
         self._http = httpx.AsyncClient(
-            verify=_ssl_context(),
+            verify=_ssl_context(boot.control_plane_ca),
             base_url=boot.control_plane.rstrip("/"),
             headers={"Authorization": f"Bearer {boot.cluster_token}"},
             timeout=timeout,
@@ -96,6 +104,7 @@ class ControlPlane:
             except httpx.TransportError as exc:  # connect errors, timeouts, resets
                 problem = f"{type(exc).__name__}"
             else:
+                self.last_answer = time.monotonic()
                 if resp.status_code < 400:
                     return resp.json() if resp.content else None
                 if resp.status_code not in RETRY_STATUSES:
@@ -103,10 +112,23 @@ class ControlPlane:
                 problem = f"HTTP {resp.status_code}"
             if loop.time() + delay > deadline:
                 raise ConnectionError(f"{method} {url}: {problem} (after {attempt} attempts)")
+            if self.gave_up():  # the watchdog also ends a boot that waits on a silent plane
+                raise ConnectionError(f"{method} {url}: {problem}; no answer from the control "
+                                      f"plane for {self.unreachable_for():.0f} s "
+                                      "(shutdown_after_unreachable)")
             if attempt in (1, 5) or attempt % 20 == 0:
                 logger.warning("%s %s: %s; retrying", method, url, problem)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 5.0)
+
+    def unreachable_for(self) -> float:
+        """Seconds since the control plane last answered."""
+        return time.monotonic() - self.last_answer
+
+    def gave_up(self) -> bool:
+        """The watchdog: True once the control plane has been silent for
+        `shutdown_after_unreachable` (the VM then powers itself off)."""
+        return self.unreachable_for() >= self.shutdown_after_unreachable
 
     # -- the four routes (+ scheduler address) -----------------------------------------------
     async def tls(self) -> NodeTLS:

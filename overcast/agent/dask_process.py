@@ -190,7 +190,8 @@ async def supervise(
     stop: asyncio.Event,
 ) -> str:
     """Heartbeat until told to stop. Returns why: "stop" (the control plane said so),
-    "signal" (SIGTERM/SIGINT) or "closed" (dask closed the server by itself)."""
+    "signal" (SIGTERM/SIGINT), "closed" (dask closed the server by itself) or "unreachable"
+    (no answer from the control plane for `shutdown_after_unreachable`: the watchdog)."""
     finished = asyncio.ensure_future(node.server.finished())
     stopped = asyncio.ensure_future(stop.wait())
     failures = 0
@@ -213,6 +214,11 @@ async def supervise(
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
                     logger.warning("heartbeat failed (%d in a row): %s", failures, exc)
+                if isinstance(exc, ConnectionError) and control.gave_up():
+                    logger.error("the control plane has not answered for %.0f s "
+                                 "(shutdown_after_unreachable): stopping this VM",
+                                 control.unreachable_for())
+                    return "unreachable"
             else:
                 failures = 0
                 if action == "stop":

@@ -1,9 +1,12 @@
-"""``overcast-agent``: the first process on every overcast VM. No arguments: everything comes from
-the instance metadata service (the boot document is the user data; see docs/architecture.md).
+"""``overcast-agent``: the first process on every overcast VM. No arguments: the boot document is
+/etc/overcast/boot.json (written by cloud-init from the user data; else the IMDS user data), the
+VM's identity comes from the instance metadata service (see docs/boot-path.md).
 
-Boot: IMDS -> boot config -> TLS material from the control plane -> dask scheduler or worker in
+Boot: IMDS + boot document -> TLS material from the control plane -> dask scheduler or worker in
 this process -> "ready" -> heartbeats until the control plane says stop (or SIGTERM).
-Exit codes: 0 normal stop, 1 failure (reported to the control plane), 2 no usable boot config.
+Exit codes: 0 normal stop, 1 failure (reported to the control plane), 2 no usable boot config,
+3 the control plane was unreachable for `shutdown_after_unreachable` (the watchdog). Whatever
+the code, the service wrapper powers the VM off after the agent exits (docs/boot-path.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from overcast import bootconfig
 from overcast.agent import logship
 from overcast.agent.control import ControlPlane, ControlPlaneError
 from overcast.agent.imds import IMDSClient, InstanceIdentity
@@ -30,6 +34,7 @@ T = TypeVar("T")
 
 # Ship logs from this point even if dask is slow to come up (a worker waiting for its scheduler).
 LOGSHIP_START_AFTER = 5.0
+EXIT_UNREACHABLE = 3
 
 
 def main() -> None:
@@ -47,9 +52,10 @@ def run() -> int:
     _configure_stderr_logging()
     try:
         ident = IMDSClient().identity()
-        boot = BootConfig.from_user_data(ident.user_data)
+        # /etc/overcast/boot.json (written by cloud-init), else the IMDS user data.
+        boot = bootconfig.load(ident.user_data)
     except Exception as exc:  # noqa: BLE001 - no control plane to tell: its address is in there
-        logger.error("cannot read this VM's overcast boot config from the IMDS: %s", exc)
+        logger.error("cannot read this VM's overcast boot config: %s", exc)
         return 2
     ship = logship.CloudWatchHandler(boot.log_group, ident.instance_id, boot.region)
     logship.install(ship)
@@ -119,7 +125,7 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
         logger.info("closing dask %s (%s)", node.role, "stop requested" if why == "stop" else why)
         await dp.close_node(node)
         logger.info("dask %s closed; agent exiting", node.role)
-        return 0
+        return EXIT_UNREACHABLE if why == "unreachable" else 0
     except Exception as exc:
         logger.exception("overcast-agent failed")
         await _report_failure(control, f"{type(exc).__name__}: {exc}")

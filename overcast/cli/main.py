@@ -7,6 +7,7 @@ import click
 from overcast.cli.cluster_cmd import cluster
 from overcast.cli.common import OvercastGroup
 from overcast.cli.demo_cmd import demo
+from overcast.cli.image_cmd import image
 from overcast.cli.notifications_cmd import notifications
 from overcast.cli.stack_cmd import down, server, status, up
 
@@ -20,7 +21,7 @@ def cli() -> None:
     """
 
 
-for command in (up, down, status, server, cluster, notifications, demo):
+for command in (up, down, status, server, cluster, notifications, demo, image):
     cli.add_command(command)
 cli.add_command(__import__("overcast.cli.setup_cmd", fromlist=["setup"]).setup)
 cli.add_command(__import__("overcast.cli.login_cmd", fromlist=["login"]).login)

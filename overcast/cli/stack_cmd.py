@@ -310,8 +310,20 @@ def status(as_json: bool) -> None:
 @click.option("--deployment-id", default=None,
               help="This control plane's id, tagged on everything it makes in AWS (default: "
                    "made once, kept in OVERCAST_HOME/deployment-id; env OVERCAST_DEPLOYMENT_ID).")
-def server(host: str, port: int, record_aws_actions: str | None,
-           deployment_id: str | None) -> None:
+@click.option("--public-url", default=None, metavar="URL",
+              help="The address VMs reach this control plane at (boot document's "
+                   "control_plane), e.g. https://overcast.example.com. Default: env "
+                   "OVERCAST_PUBLIC_URL, else http(s)://HOST:PORT. See docs/boot-path.md.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM, with its chain).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The private key of --tls-cert (PEM).")
+@click.option("--public-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM CA(s) VMs trust for --public-url (default: the --tls-cert file; "
+                   "without either, the VMs' system CAs).")
+def server(host: str, port: int, record_aws_actions: str | None, deployment_id: str | None,
+           public_url: str | None, tls_cert: str | None, tls_key: str | None,
+           public_ca: str | None) -> None:
     """Run the control plane (API, dashboard, reconciler) in the foreground."""
     from overcast import tags
 
@@ -323,8 +335,11 @@ def server(host: str, port: int, record_aws_actions: str | None,
     err.print(f"deployment id {tags.deployment_id()} (tagged on every AWS resource it makes)")
     if record_aws_actions:
         os.environ["OVERCAST_RECORD_AWS_ACTIONS"] = os.path.abspath(record_aws_actions)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("Give --tls-cert and --tls-key together.")
     try:
         from overcast.server.app import serve
     except ImportError as exc:
         fail(f"The control plane cannot be loaded ({exc}); reinstall overcast.")
-    serve(host, port)
+    serve(host, port, public=public_url, tls_cert=tls_cert, tls_key=tls_key,
+          public_ca=public_ca)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast.backends.base import ProviderError
+from overcast.reconciler import images
 from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.contexts import ContextFactory
 from overcast.reconciler.infra import InfraCache, recorder
@@ -97,6 +98,12 @@ class BackendMachine:
                                               registry=backend.registry_type,
                                               s3_read=list(backend.s3_read or []),
                                               report=report)
+        # The account's VM image (reconciler/images.py): setup is done once it is available.
+        if not images.ready_for_setup(session, account, target, fallback=lambda: (
+                self.contexts.provider.find_image(target.ctx,
+                                                  owners=[self.contexts.image_owner()]))):
+            session.commit()
+            return
         backend.state, backend.reason = "ready", None
         self.infra.forget(account, region)  # clusters look the new network up
         notify(session, account.id, "backend-ready",

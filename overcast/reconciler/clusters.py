@@ -12,8 +12,11 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from overcast import reachability
 from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
+from overcast.reconciler import images
+from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
 from overcast.reconciler.infra import InfraCache
@@ -35,10 +38,11 @@ log = logging.getLogger("overcast.reconciler")
 
 class ClusterMachine:
     def __init__(self, contexts: ContextFactory, infra: InfraCache, control_plane: str,
-                 timeouts: Timeouts) -> None:
+                 timeouts: Timeouts, control_plane_ca: str | None = None) -> None:
         self.contexts, self.infra = contexts, infra
         self.provider = contexts.provider
         self.control_plane, self.timeouts = control_plane, timeouts
+        self.control_plane_ca = control_plane_ca
         self._images: dict[tuple, str] = {}
         self.zones = Zones(infra)
         self.quota = QuotaHold()
@@ -94,6 +98,10 @@ class ClusterMachine:
 
     # --- pending: the account's standing resources and the cluster's zone -----------------
     def _prepare(self, session: Session, cluster: Cluster, target: Target) -> None:
+        # VMs that could not reach the control plane would only time out: refuse at once.
+        problem = reachability.refusal(self.control_plane, target.ctx)
+        if problem:
+            raise PlacementError(problem)
         # Instance types first: a bad one fails the cluster before anything is made for it.
         opts = check_instance_types(self.provider, target,
                                     ClusterOptions.from_dict(cluster.options))
@@ -183,7 +191,8 @@ class ClusterMachine:
             elif (info is None or info.state in AWS_GONE) and row.desired_state == "stopped":
                 row.state, row.reason = "terminated", "scaled down"  # removed, as asked
             elif info is None or info.state in AWS_GONE:
-                row.state, row.reason = "failed", row.reason or "the instance was terminated"
+                row.state, row.reason = "failed", row.reason or with_console(
+                    target, row.aws_id, "the instance was terminated")
                 notify(session, cluster.account_id, "instance-lost",
                        f"{row.role.capitalize()} {row.aws_id} is gone: {row.reason}",
                        level="warning", cluster=cluster)
@@ -203,7 +212,8 @@ class ClusterMachine:
         stale = confirmed_dead(session, cluster, self.timeouts, actual)
         if stale:
             for row in stale:
-                row.state, row.reason = "failed", self.timeouts.stale_reason(row)
+                row.state, row.reason = "failed", with_console(
+                    target, row.aws_id, self.timeouts.stale_reason(row))
                 notify(session, cluster.account_id, "instance-unhealthy",
                        f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
                        cluster=cluster)
@@ -251,10 +261,18 @@ class ClusterMachine:
                 return  # the cluster moved zone: the next pass launches there
 
     def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> bool:
-        image = self._image(target)
+        try:
+            image = self._image(session, cluster, target)
+        except images.WaitingForImage:
+            # The build's own notifications tell its progress; the start timeout counts
+            # from when the image is there.
+            cluster.started_at = utcnow()
+            session.commit()
+            return False
         try:
             info = launch(self.provider, target, infra, cluster, row, image,
-                          self.control_plane, opts, cluster.security_group_id)
+                          self.control_plane, opts, cluster.security_group_id,
+                          self.control_plane_ca)
         except CapacityError as exc:
             if row.spot and opts.spot_on_demand_fallback:
                 row.spot = False
@@ -316,7 +334,13 @@ class ClusterMachine:
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
 
-    def _image(self, target: Target) -> str:
+    def _image(self, session: Session, cluster: Cluster, target: Target) -> str:
+        """The account's built overcast image (reconciler/images.py), else the legacy look-up
+        (to be removed at integration), else a build the cluster waits for."""
+        return images.resolve(session, cluster.account, target,
+                              fallback=lambda: self._legacy_image(target))
+
+    def _legacy_image(self, target: Target) -> str:
         key = (id(target.ctx), target.ctx.region)
         if key not in self._images:
             self._images[key] = self.provider.find_image(

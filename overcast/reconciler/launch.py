@@ -26,17 +26,18 @@ def instance_tags(cluster: Cluster, row: Instance) -> dict[str, str]:
 
 
 def boot_config(cluster: Cluster, row: Instance, control_plane: str,
-                opts: ClusterOptions) -> BootConfig:
+                opts: ClusterOptions, control_plane_ca: str | None = None) -> BootConfig:
     resources = {"GPU": 1} if row.role == "worker" and opts.worker_gpu else {}
     return BootConfig(control_plane=control_plane, cluster_id=cluster.id,
                       cluster_token=crypto.decrypt(cluster.token_encrypted), role=row.role,
                       log_group=cluster.account.slug, region=cluster.region,
-                      worker_resources=resources)
+                      worker_resources=resources, control_plane_ca=control_plane_ca,
+                      shutdown_after_unreachable=opts.shutdown_after_unreachable)
 
 
 def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instance,
            image_id: str, control_plane: str, opts: ClusterOptions,
-           security_group_id: str) -> InstanceInfo:
+           security_group_id: str, control_plane_ca: str | None = None) -> InstanceInfo:
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
@@ -44,6 +45,8 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instan
         role=row.role, subnet_id=subnets[zone], security_group_id=security_group_id,
         instance_type=row.instance_type, image_id=image_id,
         instance_profile=infra.instance_profile,
-        user_data=boot_config(cluster, row, control_plane, opts).to_user_data(),
+        # A cloud-init document: cloud-init writes the boot document, then starts the agent.
+        user_data=boot_config(cluster, row, control_plane, opts,
+                              control_plane_ca).to_cloud_init(),
         tags=instance_tags(cluster, row), spot=row.spot, client_token=client_token(cluster, row))
     return provider.launch(target.ctx, [spec])[0]

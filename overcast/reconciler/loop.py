@@ -21,6 +21,7 @@ from overcast.reconciler.backend import BackendMachine
 from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
+from overcast.reconciler.images import ImageMachine
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.leader import RETRY_SECONDS, Leadership
 from overcast.reconciler.liveness import Liveness
@@ -39,13 +40,15 @@ STEP_WORKERS = 4
 class Reconciler:
     def __init__(self, db: Database, control_plane: str, *, idle_interval: float = 2.0,
                  busy_interval: float = 0.25, provider: Provider | None = None,
-                 step_wait: float | None = 5.0) -> None:
+                 step_wait: float | None = 5.0, control_plane_ca: str | None = None) -> None:
         self.db = db
         self.contexts = ContextFactory(provider)
         self.infra = InfraCache(self.contexts.provider)
         self.liveness = Liveness(db)
         self.machine = ClusterMachine(self.contexts, self.infra, control_plane,
-                                      Timeouts(liveness=self.liveness))
+                                      Timeouts(liveness=self.liveness), control_plane_ca)
+        # VM image builds (reconciler/images.py), stepped in the backend thread.
+        self.images = ImageMachine(self.contexts, self.infra, control_plane, control_plane_ca)
         self.backoff = Backoff(base=1.0, cap=120.0)
         self.unexpected = Unexpected(db, self.machine)
         self.sweeper = Sweeper(db, self.contexts)
@@ -122,8 +125,9 @@ class Reconciler:
         return busy
 
     def _backend_pass(self) -> bool:
-        """Customer accounts being set up or torn down; True if any."""
-        return self.backends.run_pass(self.db)
+        """Customer accounts being set up or torn down, and VM image builds; True if any."""
+        busy = self.backends.run_pass(self.db)
+        return self.images.run_pass(self.db) or busy
 
     def run_pass(self) -> bool:
         """One step for every unfinished cluster not backing off; True if any is on its way."""

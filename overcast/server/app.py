@@ -8,15 +8,16 @@ import logging
 import os
 import sys
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
-from overcast import settings
+from overcast import reachability, settings
 from overcast.reconciler.loop import Reconciler
 from overcast.server import listcache, web
 from overcast.server.admission import Admission, Gate
-from overcast.server.api import accounts, agent, clusters, me, notifications, tokens
+from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.api import envs as envs_api
 from overcast.server.logs import LogReader
@@ -28,10 +29,13 @@ log = logging.getLogger("overcast.server")
 
 
 def create_app(db: Database | None = None, control_plane_url: str = "http://127.0.0.1:8600",
-               run_reconciler: bool = True) -> FastAPI:
+               run_reconciler: bool = True, control_plane_ca: str | None = None) -> FastAPI:
+    """`control_plane_url` is the public URL VMs dial (`--public-url`); `control_plane_ca` the
+    PEM they trust for it (boot document's control_plane_ca), None for the system CAs."""
     db = db or Database()
     db.migrate()
-    reconciler = Reconciler(db, control_plane_url) if run_reconciler else None
+    reconciler = Reconciler(db, control_plane_url, control_plane_ca=control_plane_ca) \
+        if run_reconciler else None
     last_used = LastUsed(db)
     gate = Gate(settings.api_concurrency())
 
@@ -58,7 +62,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.add_middleware(listcache.ListCache)  # outermost: a cached list needs no slot at all
     app.state.log_reader = LogReader(reconciler.contexts if reconciler else _contexts())
     api = APIRouter(prefix="/api/v1")
-    for module in (me, clusters, agent, notifications):
+    for module in (me, clusters, agent, notifications, dist, images):
         api.include_router(module.router)
     api.include_router(backend_api.router)
     api.include_router(accounts.router)
@@ -74,17 +78,37 @@ def _contexts():
     return ContextFactory()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8600) -> None:
+def public_url(host: str, port: int, given: str | None, tls: bool) -> str:
+    """The URL VMs use: `--public-url`, else env OVERCAST_PUBLIC_URL, else the bind address."""
+    if given or os.environ.get("OVERCAST_PUBLIC_URL"):
+        return (given or os.environ["OVERCAST_PUBLIC_URL"]).rstrip("/")
+    bind = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"{'https' if tls else 'http'}://{bind}:{port}"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8600, *, public: str | None = None,
+          tls_cert: str | None = None, tls_key: str | None = None,
+          public_ca: str | None = None) -> None:
+    """Run the control plane. With tls_cert/tls_key it serves HTTPS itself; VMs trust
+    `public_ca` (a PEM file), else the certificate file itself (a self-signed certificate or
+    its chain), else the system CAs (a certificate from a public CA, or a proxy in front)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    public = os.environ.get("OVERCAST_PUBLIC_URL") or \
-        f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    app = create_app(control_plane_url=public)
+    public = public_url(host, port, public, bool(tls_cert))
+    ca_file = public_ca or tls_cert
+    ca = Path(ca_file).read_text() if ca_file else None
+    # Said at start as well as refused at launch time (reachability.py).
+    problem = reachability.unreachable_reason(public, os.environ.get("AWS_ENDPOINT_URL_EC2")
+                                              or os.environ.get("AWS_ENDPOINT_URL"))
+    if problem:
+        log.warning("%s Clusters will be refused until then.", problem)
+    app = create_app(control_plane_url=public, control_plane_ca=ca)
     # The event loop (health, admission, streams) shares the GIL with request and reconciler
     # threads; a shorter switch interval (default 5 ms) gets it back sooner when they are busy.
     sys.setswitchinterval(0.001)
     gc.freeze()  # start-up objects (imports, app) out of the collector's way: shorter pauses
     (settings.run_dir() / "server.json").write_text(
         json.dumps({"url": public, "pid": os.getpid()}))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key)

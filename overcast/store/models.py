@@ -249,3 +249,34 @@ class SoftwareEnvironment(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+
+class Image(Base):
+    """An overcast VM image (AMI) built, or being built, in one AWS account and region.
+
+    pending > building > creating > available | error; `deregistered` once pruned (the newest
+    two are kept). `scope` is whose AWS account: the slug, or "operator" for the hosted default
+    (one image per region, shared by hosted accounts). Only the reconciler writes it, except
+    the builder's one-time report (`reported`).
+    """
+
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The account that asked (its notifications tell the progress); scope says whose AWS.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(80))
+    region: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    aws_id: Mapped[str | None] = mapped_column(String(32))  # the AMI, once CreateImage ran
+    name: Mapped[str | None] = mapped_column(String(128))
+    builder_id: Mapped[str | None] = mapped_column(String(32))
+    source_image: Mapped[str | None] = mapped_column(String(32))  # the stock Debian AMI
+    # The builder's one-time report token, encrypted (it is in the builder's user data, and a
+    # retried launch finds the same builder); cleared once the builder reported.
+    token_encrypted: Mapped[str | None] = mapped_column(Text)
+    reported: Mapped[str | None] = mapped_column(String(16))  # "ok" | "failed" from the builder
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -169,6 +169,9 @@ def _ec2(op: str, params: dict, base: str, tags_of: TagsOf, call: str) -> Iterat
             yield Auth(action, f"{base}:{used}/{rid}", _resource_tags(tags_of("ec2", rid)), call)
         if op.endswith("SecurityGroupIngress"):
             yield Auth(action, f"{base}:security-group-rule/*", call=call)
+    elif op == "GetConsoleOutput":  # a failed boot's console (reconciler/console.py)
+        iid = params["InstanceId"]
+        yield Auth(action, f"{base}:instance/{iid}", _resource_tags(tags_of("ec2", iid)), call)
     elif op == "DisassociateRouteTable":
         rt = tags_of("association", params["AssociationId"])
         yield Auth(action, f"{base}:route-table/{rt['id']}",

@@ -38,6 +38,9 @@ class FakeControl:
             raise answer
         return answer
 
+    def gave_up(self) -> bool:  # the watchdog: tests/unit/test_agent_watchdog.py
+        return False
+
 
 def _node(server: FakeServer, role: str = "worker") -> Node:
     return Node(

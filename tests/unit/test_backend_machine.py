@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from overcast.backends.aws import policies
 from overcast.backends.aws.errors import PermissionMissing
+from overcast.reconciler import images
 from overcast.reconciler.backend import BackendMachine
 from overcast.reconciler.contexts import RECORD_ENV, ContextFactory
 from overcast.reconciler.infra import InfraCache
@@ -53,6 +54,9 @@ def test_setup_rerun_find_and_teardown(tmp_path, monkeypatch):
         probes = _recorded(record)
         assert set(probes) <= policies.all_actions() | {"sts:GetCallerIdentity"}
         contexts, infra = ContextFactory(), InfraCache()
+        # Setup also waits for the account's VM image: that pipeline has its own tests
+        # (test_image_pipeline.py); here the account has one already.
+        monkeypatch.setattr(images, "ready_for_setup", lambda *a, **k: True)
         machine = BackendMachine(contexts, infra)
         assert machine.run_pass(db)
         with db.session() as session:

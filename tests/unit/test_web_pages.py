@@ -261,6 +261,17 @@ def test_cli_handoff_posts_only_to_loopback(site):
         assert client.get(f"/login?cli={bad}&state={state}").status_code == 400
 
 
+def test_account_page_shows_and_starts_image_builds(site):
+    ada, mo = client_for(site, "ada"), client_for(site, "mo")
+    page = ada.get("/a/acme/account")
+    assert 'id="no-images"' in page.text and 'id="build-image"' in page.text
+    assert 'id="build-image"' not in mo.get("/a/acme/account").text  # admins only
+    assert mo.post("/a/acme/images", data={"csrf_token": csrf_of(page.text)}).status_code == 403
+    r = ada.post("/a/acme/images", data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303 and r.headers["location"].endswith("/account#images")
+    page = ada.get("/a/acme/account").text
+    assert 'data-image="1"' in page and "pending" in page and "eu-west-1" in page
+
 def test_account_page_sets_the_buckets_clusters_may_read(site):
     admin = client_for(site, "ada")
     page = admin.get("/a/acme/account")

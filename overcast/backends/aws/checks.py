@@ -99,6 +99,12 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                               IpPermissions=_RULE),
     "ec2:RevokeSecurityGroupIngress": _ec2("revoke_security_group_ingress", GroupId=_SG,
                                            IpPermissions=_RULE),
+    # The VM image pipeline (images.py) and boot-failure reports (console output).
+    "ec2:CreateImage": _ec2("create_image", InstanceId="i-0000000000000000f", Name=PROBE),
+    "ec2:DeregisterImage": _ec2("deregister_image", ImageId="ami-0000000000000000f"),
+    "ec2:DeleteSnapshot": _ec2("delete_snapshot", SnapshotId="snap-0000000000000000f"),
+    "ec2:GetConsoleOutput": _ec2("get_console_output", InstanceId="i-0000000000000000f"),
+    "ssm:GetParameter": ("ssm", "get_parameter", {"Name": f"/{PROBE}"}),  # never exists
     "ec2:DescribeAvailabilityZones": _ec2("describe_availability_zones"),
     "ec2:DescribeVpcs": _ec2("describe_vpcs"),
     "ec2:DescribeSubnets": _ec2("describe_subnets"),

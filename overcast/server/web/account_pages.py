@@ -14,6 +14,7 @@ from overcast.server import bootstrap
 from overcast.server.api.accounts import members_view
 from overcast.server.auth import db_session
 from overcast.server.services import backend as service
+from overcast.server.services import images as image_service
 from overcast.server.views import backend_view
 from overcast.server.web.session import (
     Page,
@@ -45,7 +46,10 @@ def current_backend(session: Session, page: Page) -> dict[str, Any]:
 
 def account_context(session: Session, page: Page, **extra: Any) -> dict[str, Any]:
     return {"backend": current_backend(session, page), "members": members_view(page.access.account),
-            "policies": {name: policy_text(name) for name in POLICY_NAMES}, **extra}
+            "policies": {name: policy_text(name) for name in POLICY_NAMES},
+            "images": image_service.list_images(session, page.access.account, limit=5),
+            "may_build_image": image_service.may_build(session, page.access.account,
+                                                       page.access.user), **extra}
 
 
 def wake(request: Request) -> None:
@@ -105,6 +109,22 @@ def submit_backend(request: Request, form: dict = Depends(checked_form),
     session.commit()
     wake(request)
     return RedirectResponse(f"/a/{page.access.account.slug}/backend/progress", 303)
+
+
+@router.post("/a/{slug}/images")
+def build_image(request: Request, form: dict = Depends(checked_form),
+                page: Page = Depends(page_admin),
+                session: Session = Depends(db_session)) -> Response:
+    """Start a VM image build (the same service as `overcast image build`)."""
+    try:
+        image_service.start_build(session, page.access.account, user=page.access.user)
+    except image_service.ImageRequestError as exc:
+        session.rollback()
+        return render(request, "account.html",
+                      account_context(session, page, image_error=str(exc)), page=page,
+                      status=exc.status)
+    wake(request)
+    return RedirectResponse(f"/a/{page.access.account.slug}/account#images", 303)
 
 
 @router.get("/a/{slug}/backend/progress")
