@@ -4,9 +4,9 @@ Why: dashboards and scripts poll `GET /api/v1/accounts/{slug}/clusters` together
 is a DB read plus JSON encoding in a worker thread behind the admission gate, so 50 pollers
 queued behind each other and behind creates (seconds at p99). Here a list already made for the
 same token and query within `TTL` seconds is answered from memory: no slot, thread or
-connection. Concurrent misses for one key wait for the one list being made (single flight),
-and lists get a small lane of their own (`LANE` at once) instead of the admission gate, so a
-burst of creates does not hold them up.
+connection. Misses for one key are made one at a time, and everyone who waited takes the list
+made after they arrived (single flight); lists get a small lane of their own (`LANE` at once)
+instead of the admission gate, so a burst of creates does not hold them up.
 
 Freshness: any API write in this process (not an agent report) makes every cached list stale
 at once, so a client sees its own create, stop or token revocation in its next list. What the
@@ -47,7 +47,7 @@ class ListCache:
         self.app = app
         self.generation = 0  # bumped by every write: older entries are never served
         self.entries: dict[str, Entry] = {}
-        self.making: dict[str, tuple[int, asyncio.Future]] = {}
+        self.making: dict[str, asyncio.Lock] = {}
         self._lane: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -68,46 +68,48 @@ class ListCache:
         await self._list(scope, receive, send)
 
     async def _list(self, scope: Scope, receive: Receive, send: Send) -> None:
-        key = _key(scope)
+        key, arrived, arrived_at = _key(scope), self.generation, time.monotonic()
         entry = self.entries.get(key)
-        if entry and entry.generation == self.generation and \
-                time.monotonic() - entry.made < TTL:
+        if entry and self._fresh(entry, arrived):
             await _replay(entry, send)
             return
-        making = self.making.get(key)
-        if making and making[0] == self.generation:  # one list for all who asked meanwhile
-            entry = await asyncio.shield(making[1])
-            if entry is not None:
+        # One list made at a time per key: whoever waited meanwhile takes the one made after
+        # they arrived (its generation counts every write they could have seen).
+        self._lane_for()  # locks and the lane belong to one loop (tests start several)
+        lock = self.making.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self.entries.get(key)
+            # A list begun after this request arrived is as fresh as it can get, however
+            # long it took to make on a busy machine.
+            if entry and (self._fresh(entry, arrived) or
+                          (entry.generation >= arrived and entry.made >= arrived_at)):
                 await _replay(entry, send)
                 return
-        await self._make(key, scope, receive, send)
+            await self._make(key, scope, receive, send)
+
+    @staticmethod
+    def _fresh(entry: Entry, arrived: int) -> bool:
+        return entry.generation >= arrived and time.monotonic() - entry.made < TTL
 
     async def _make(self, key: str, scope: Scope, receive: Receive, send: Send) -> None:
-        generation, future = self.generation, asyncio.get_running_loop().create_future()
-        self.making[key] = (generation, future)
+        generation, made = self.generation, time.monotonic()
         captured: list[Message] = []
 
         async def capture(message: Message) -> None:
             captured.append(message)
             await send(message)
 
-        entry = None
-        try:
-            async with self._lane_for():
-                await self.app({**scope, SKIP_GATE: True}, receive, capture)
-            entry = _entry(captured, generation)
-            if entry is not None:
-                self.entries[key] = entry
-                self._trim()
-        finally:
-            future.set_result(entry)
-            if self.making.get(key, (None, None))[1] is future:
-                del self.making[key]
+        async with self._lane_for():
+            await self.app({**scope, SKIP_GATE: True}, receive, capture)
+        entry = _entry(captured, generation, made)
+        if entry is not None:
+            self.entries[key] = entry
+            self._trim()
 
     def _lane_for(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a semaphore belongs to one loop (tests start several)
-            self._lane, self._loop = asyncio.Semaphore(LANE), loop
+            self._lane, self._loop, self.making = asyncio.Semaphore(LANE), loop, {}
         return self._lane
 
     def _trim(self) -> None:
@@ -116,6 +118,9 @@ class ListCache:
         for key in [k for k, e in self.entries.items()
                     if e.generation != self.generation or now - e.made >= TTL]:
             del self.entries[key]
+            lock = self.making.get(key)
+            if lock is not None and not lock.locked():
+                del self.making[key]
 
 
 def _key(scope: Scope) -> str:
@@ -127,13 +132,13 @@ def _key(scope: Scope) -> str:
     return f"{digest} {scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
 
 
-def _entry(messages: list[Message], generation: int) -> Entry | None:
+def _entry(messages: list[Message], generation: int, made: float) -> Entry | None:
     start = next((m for m in messages if m["type"] == "http.response.start"), None)
     if start is None or start["status"] != 200:
         return None
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-    return Entry(generation, time.monotonic(), 200, headers, body)
+    return Entry(generation, made, 200, headers, body)
 
 
 async def _replay(entry: Entry, send: Send) -> None:
