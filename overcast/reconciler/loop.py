@@ -93,6 +93,7 @@ class Reconciler:
         self.leadership.release()
 
     def wake(self) -> None:
+        self.machine.view.invalidate()  # something changed: look at AWS again at once
         for _, wake in self._loops.values():
             wake.set()
 
