@@ -1,8 +1,10 @@
-"""Scale figures, one JSON line per case (issue 11 adds more cases). Case "api": a control
+"""Scale figures, one JSON line per case. Case "idle": running clusters left alone on the local
+cloud, the control plane's AWS calls per cluster per minute (`--clusters`, `--seconds`).
+Case "api": a control
 plane whose database already holds 1000 clusters (900 finished ones seeded, then 100 created
 concurrently with retries while 50 clients list), list latency and create errors.
 
-    .venv/bin/python bench/scale.py [--case api]
+    .venv/bin/python bench/scale.py [--json] [--case api] [--store sqlite|postgresql]
 
 Starts a dedicated `overcast server` on loopback (temporary OVERCAST_HOME; AWS endpoint a closed
 loopback port, so nothing boots) and stops it at the end.
@@ -24,14 +26,14 @@ SEEDED = 900
 CREATES = 100
 
 
-def seed_finished_clusters(home: Path, slug: str, n: int) -> None:
+def seed_finished_clusters(home: Path, slug: str, n: int, database_url: str) -> None:
     """`n` stopped clusters, as a long-lived control plane's history would hold."""
     os.environ["OVERCAST_HOME"] = str(home)  # the crypto key lives there
     from overcast import crypto
     from overcast.store.db import Database
     from overcast.store.models import Account, Cluster
 
-    db = Database(f"sqlite:///{home / 'overcast.db'}")
+    db = Database(database_url)
     secret = crypto.encrypt("x" * 40)
     with db.session() as session:
         account = session.query(Account).filter_by(slug=slug).one()
@@ -42,35 +44,100 @@ def seed_finished_clusters(home: Path, slug: str, n: int) -> None:
     db.engine.dispose()
 
 
-def api_case() -> dict:
+def api_case(store: str) -> dict:
     from tests.e2e.apiload import ApiServer, run_load
 
     with tempfile.TemporaryDirectory(prefix="overcast-scale-") as tmp:
         home = Path(tmp)
-        server = ApiServer(home, dict(os.environ))
+        pg = server = None
+        if store == "postgresql":  # a throwaway server on loopback (tests/pgserver.py)
+            from tests.pgserver import PostgresServer
+            pg = PostgresServer().start()
         try:
+            url = pg.create_database("scale") if pg else None
+            server = ApiServer(home, dict(os.environ), url)
             server.start()
-            seed_finished_clusters(home, server.slug, SEEDED)
+            seed_finished_clusters(home, server.slug, SEEDED, server.database_url)
             r = asyncio.run(run_load(server, creates=CREATES, duplicates=0, listers=50))
             for line in r.create_errors[:5]:
                 print("create error:", line, file=sys.stderr)
         finally:
-            server.stop()
-    return {"case": "api", "clusters_in_db": SEEDED + len(r.created),
+            if server:
+                server.stop()
+            if pg:
+                pg.stop()
+    return {"case": "api", "store": store, "clusters_in_db": SEEDED + len(r.created),
             "list_p99_ms": round(1000 * r.p99(r.list_seconds), 1),
             "concurrent_creates": CREATES,
             "create_errors": len(r.create_errors) + r.server_errors,
             "health_max_ms": round(1000 * max(r.health_seconds), 1)}
 
 
-CASES = {"api": api_case}
+def idle_case(store: str, clusters: int = 10, seconds: float = 120.0) -> dict:
+    """`clusters` running clusters (a scheduler each) on the local cloud, left alone for
+    `seconds`: the control plane's own AWS-call record (OVERCAST_RECORD_AWS_ACTIONS) counted."""
+    import time
+
+    import httpx
+
+    from overcast.reconciler.contexts import RECORD_ENV
+    from overcast.server.bootstrap import ensure_first_user
+    from overcast.store.db import Database
+    from tests.e2e.stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="overcast-idle-") as tmp:
+        home, record = Path(tmp), Path(tmp) / "aws-calls.jsonl"
+        os.environ["OVERCAST_HOME"] = str(home)
+        stack = Stack(home)
+        stack.server_env[RECORD_ENV] = str(record)
+        try:
+            stack.start_cloud()
+            stack.start_server()
+            slug, token = ensure_first_user("idle-user", Database(stack.database_url))
+            api = httpx.Client(base_url=f"{stack.url}/api/v1/accounts/{slug}",
+                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            for n in range(clusters):
+                api.post("/clusters", json={"name": f"idle{n}", "n_workers": 0})
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                states = [c["state"] for c in api.get("/clusters").json()]
+                if states.count("running") == clusters or "error" in states:
+                    break
+                time.sleep(1)
+            running = states.count("running")
+            time.sleep(5)  # the last starts' own calls out of the window
+            start = time.time()
+            time.sleep(seconds)
+            calls = [json.loads(line) for line in record.read_text().splitlines()]
+            window = [c for c in calls if start <= c["t"] < start + seconds]
+        finally:
+            stack.stop()
+    actions: dict[str, int] = {}
+    for call in window:
+        actions[call["action"]] = actions.get(call["action"], 0) + 1
+    return {"case": "idle", "store": store, "clusters": running, "seconds": seconds,
+            "aws_calls": len(window), "actions": actions,
+            "aws_calls_per_cluster_minute": round(len(window) / max(running, 1)
+                                                  / (seconds / 60), 2)}
+
+
+CASES = {"api": api_case, "idle": idle_case}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=sorted(CASES), action="append")
-    for case in parser.parse_args().case or sorted(CASES):
-        print(json.dumps(CASES[case]()), flush=True)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), action="append",
+                        help="the control plane's database (api case; default sqlite)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line "
+                        "(the only output format; accepted for the documented command)")
+    parser.add_argument("--clusters", type=int, default=10, help="idle case: running clusters")
+    parser.add_argument("--seconds", type=float, default=120.0, help="idle case: window")
+    args = parser.parse_args()
+    for case in args.case or sorted(CASES):
+        for store in args.store or ["sqlite"]:
+            extra = {"clusters": args.clusters, "seconds": args.seconds} if case == "idle" else {}
+            print(json.dumps(CASES[case](store, **extra)), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ def cluster() -> None:
 @cluster.command("ls")
 @account_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON ({name: cluster}).")
-def ls(account: str | None, as_json: bool) -> None:
-    """List the clusters of an account."""
+@click.option("--all", "show_all", is_flag=True,
+              help="Finished (stopped, failed) clusters too, not only active ones.")
+def ls(account: str | None, as_json: bool, show_all: bool) -> None:
+    """List the active clusters of an account (--all: finished ones too)."""
     from overcast.client.functions import list_clusters, short_time
 
-    clusters = list_clusters(account)
+    clusters = list_clusters(account, include_finished=show_all)
     if as_json:
         common.print_json(clusters)
         return

@@ -15,11 +15,15 @@ LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warnin
           logging.ERROR: "error", logging.CRITICAL: "critical"}
 
 
-def list_clusters(account: str | None = None, *, api: Api | None = None) -> dict[str, dict]:
-    """Clusters of `account` (default: your default account), by name -> Cluster document."""
+def list_clusters(account: str | None = None, *, include_finished: bool = False,
+                  api: Api | None = None) -> dict[str, dict]:
+    """Clusters of `account` (default: your default account), by name -> Cluster document:
+    the active ones (pending, starting, running, stopping), or with `include_finished` the
+    stopped and failed ones too (newest of a name wins)."""
     api = api or Api()
     slug = api.account(account)
-    return {c["name"]: c for c in api.get(Api.clusters_path(slug))}
+    path = Api.clusters_path(slug) + ("?state=all" if include_finished else "")
+    return {c["name"]: c for c in reversed(api.get(path))}
 
 
 def delete_cluster(name: str, account: str | None = None, *, api: Api | None = None) -> dict:

@@ -21,6 +21,7 @@ from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
+from overcast.reconciler.observe import AccountView
 from overcast.reconciler.placement import (
     SPOT_INTERRUPTED,
     PlacementError,
@@ -45,6 +46,7 @@ class ClusterMachine:
         self.control_plane_ca = control_plane_ca
         self.zones = Zones(infra)
         self.quota = QuotaHold()
+        self.view = AccountView(self.provider)  # one look per account for settled clusters
 
     def step(self, session: Session, cluster: Cluster) -> bool:
         """One step towards what the user asked. False: a cloud error to back off from."""
@@ -157,9 +159,9 @@ class ClusterMachine:
         """Make the DB's instance rows agree with what AWS has for this cluster (and what
         its agents reported); returns what AWS has."""
         apply_reports(cluster)
-        # Terminated ones too: their state reason tells a spot interruption from a failure.
-        actual = {i.aws_id: i for i in self.provider.list_instances(
-            target.ctx, cluster_id=cluster.id, include_terminated=True)}
+        # Terminated ones too (per-cluster look): their state reason tells a spot interruption
+        # from a failure. Settled running clusters share the account's look (observe.py).
+        actual = self.view.instances(target, cluster)
         by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
         by_row = {str(r.id): r for r in cluster.instances}
         for aws_id, info in actual.items():

@@ -23,6 +23,7 @@ from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
 from overcast.reconciler.images import ImageMachine
 from overcast.reconciler.infra import InfraCache
+from overcast.reconciler.leader import RETRY_SECONDS, Leadership
 from overcast.reconciler.liveness import Liveness
 from overcast.reconciler.sweeper import Sweeper
 from overcast.reconciler.timeouts import Timeouts
@@ -52,6 +53,7 @@ class Reconciler:
         self.unexpected = Unexpected(db, self.machine)
         self.sweeper = Sweeper(db, self.contexts)
         self.backends = BackendMachine(self.contexts, self.infra)
+        self.leadership = Leadership(db.engine)  # replicas on one database: one reconciles
         self.idle_interval, self.busy_interval = idle_interval, busy_interval
         self.step_wait = step_wait  # how long a pass waits for its steps (None: all of them)
         self._pool = ThreadPoolExecutor(STEP_WORKERS, thread_name_prefix="overcast-step")
@@ -72,6 +74,10 @@ class Reconciler:
                                   name="overcast-alive-mark", daemon=True)
         marker.start()
         self._threads.append(marker)
+        elector = threading.Thread(target=self._elect, name="overcast-leader-election",
+                                   daemon=True)
+        elector.start()
+        self._threads.append(elector)
         for name, (one_pass, wake) in self._loops.items():
             thread = threading.Thread(target=self._run, args=(one_pass, wake),
                                       name=f"overcast-reconciler-{name}", daemon=True)
@@ -84,14 +90,26 @@ class Reconciler:
         for thread in self._threads:
             thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.leadership.release()
 
     def wake(self) -> None:
+        self.machine.view.invalidate()  # something changed: look at AWS again at once
         for _, wake in self._loops.values():
             wake.set()
+
+    def _elect(self) -> None:
+        """Followers try for the lock every RETRY_SECONDS; a new leader starts at once."""
+        while not self._stop.is_set():
+            if not self.leadership.is_leader and self.leadership.try_acquire():
+                self.wake()
+            self._stop.wait(RETRY_SECONDS)
 
     def _run(self, one_pass, wake: threading.Event) -> None:
         while not self._stop.is_set():
             wake.clear()
+            if not self.leadership.still_leader():  # fencing: re-checked before every pass
+                wake.wait(RETRY_SECONDS)
+                continue
             busy = False
             try:
                 busy = one_pass()

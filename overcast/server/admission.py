@@ -15,6 +15,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from overcast.server.listcache import SKIP_GATE
+
 UNGATED = ("/api/v1/health",)
 
 
@@ -52,7 +54,8 @@ class Admission:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNGATED:
+        # Lists the list cache makes go through its own small lane (overcast.server.listcache).
+        if scope["type"] != "http" or scope["path"] in UNGATED or scope.get(SKIP_GATE):
             await self.app(scope, receive, send)
             return
         await self.gate.acquire()

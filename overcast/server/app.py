@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 
 from overcast import reachability, settings
 from overcast.reconciler.loop import Reconciler
-from overcast.server import web
+from overcast.server import listcache, web
 from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
 from overcast.server.api import backend as backend_api
@@ -41,8 +41,8 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Worker threads: the admitted requests plus the event streams' short polls.
-        to_thread.current_default_thread_limiter().total_tokens = gate.slots + 8
+        # Worker threads: the admitted requests, the list cache's lane, the event streams' polls.
+        to_thread.current_default_thread_limiter().total_tokens = gate.slots + listcache.LANE + 8
         last_used.start()
         if reconciler:
             reconciler.start()
@@ -59,6 +59,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)
+    app.add_middleware(listcache.ListCache)  # outermost: a cached list needs no slot at all
     app.state.log_reader = LogReader(reconciler.contexts if reconciler else _contexts())
     api = APIRouter(prefix="/api/v1")
     for module in (me, clusters, agent, notifications, dist, images):

@@ -90,11 +90,16 @@ class HealthProbe(threading.Thread):
         self.join(10)
 
 
+_TLS = httpx.create_ssl_context()
+
+
 class Counting(httpx.AsyncHTTPTransport):
     """Counts every HTTP status the server sent (retried ones included)."""
 
     def __init__(self, statuses: Counter) -> None:
-        super().__init__()
+        # One TLS context for all: making one per client (~65 ms of CPU on a busy 2-core
+        # machine, in this process's event loop) stalled every timed request in the load.
+        super().__init__(verify=_TLS)
         self.statuses = statuses
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

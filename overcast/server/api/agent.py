@@ -36,8 +36,13 @@ def agent_cluster(cluster_id: int, request: Request,
 def cluster_instance(session: Session, cluster: Cluster, aws_id: str) -> Instance:
     row = session.scalar(select(Instance).where(Instance.cluster_id == cluster.id,
                                                 Instance.aws_id == aws_id))
+    if row is None and cluster.state not in GONE_STATES:
+        # Launched but not recorded yet (a control plane killed between RunInstances and its
+        # commit: the reconciler finds it again by client token): the agent retries on 503.
+        raise HTTPException(503, f"Instance {aws_id} is not recorded yet; retry shortly.",
+                            headers={"Retry-After": "2"})
     if row is None:
-        raise HTTPException(404, f"Instance {aws_id} is not part of this cluster (yet).")
+        raise HTTPException(404, f"Instance {aws_id} is not part of this cluster.")
     return row
 
 

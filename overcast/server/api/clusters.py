@@ -6,7 +6,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -27,6 +27,7 @@ router = APIRouter(prefix="/accounts/{slug}/clusters", tags=["clusters"])
 ACTIVE_STATES = ("pending", "starting", "running", "stopping")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_WORKERS = 500
+MAX_PAGE = 1000  # clusters per list response
 
 
 class ClusterCreate(BaseModel):
@@ -169,23 +170,38 @@ def replayed(cluster: Cluster, response: Response) -> dict:
     return cluster_view(cluster)
 
 
-@router.get("", response_model=list[dict[str, Any]])
+@router.get("", response_model=list[dict[str, Any]], responses={200: {"headers": {
+    "X-Next-After": {"description": "More clusters follow: pass this as `after`."}}}})
 def list_clusters(access: AccountAccess = Depends(member_of),
                   session: Session = Depends(db_session),
                   idempotency_key: str | None = Query(
                       None, max_length=128, description="Only the cluster a create with this "
-                      "Idempotency-Key made (a client whose create got no answer looks it up).")
+                      "Idempotency-Key made (a client whose create got no answer looks it up)."),
+                  state: Literal["active", "all"] = Query(
+                      "active", description="`active`: pending, starting, running or stopping "
+                      "(the default); `all`: finished (stopped, error) ones too."),
+                  limit: int = Query(MAX_PAGE, ge=1, le=MAX_PAGE,
+                                     description="At most this many, newest first."),
+                  after: int | None = Query(None, ge=1, le=2**31 - 1, description=(
+                      "Only clusters older than this id (the last page's X-Next-After)."))
                   ) -> Response:
     query = select(Cluster).where(Cluster.account_id == access.account.id)
-    if idempotency_key is not None:
+    if idempotency_key is not None:  # whatever became of that create: any state
         query = query.join(IdempotencyKey, IdempotencyKey.cluster_id == Cluster.id).where(
             IdempotencyKey.account_id == access.account.id,
             IdempotencyKey.key == idempotency_key)
+    elif state == "active":
+        query = query.where(Cluster.state.in_(ACTIVE_STATES))
+    if after is not None:
+        query = query.where(Cluster.id < after)
     # Instances in one query (not one per cluster), and no secret columns read at all.
     query = query.options(selectinload(Cluster.instances), selectinload(Cluster.account),
                           defer(Cluster.tls_encrypted), defer(Cluster.token_encrypted))
-    rows = session.scalars(query.order_by(Cluster.id.desc())).all()
-    return json_in_thread([cluster_view(r, with_instances=False) for r in rows])
+    rows = session.scalars(query.order_by(Cluster.id.desc()).limit(limit)).all()
+    response = json_in_thread([cluster_view(r, with_instances=False) for r in rows])
+    if len(rows) == limit:
+        response.headers["X-Next-After"] = str(rows[-1].id)
+    return response
 
 
 @router.get("/{name}")

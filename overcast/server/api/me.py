@@ -14,10 +14,14 @@ router = APIRouter(tags=["me"])
 @router.get("/health")
 async def health(request: Request) -> dict:
     """Answered in the event loop from memory: no thread, no DB connection, so it answers
-    however busy the API is (`waiting`: requests queued for an admission slot)."""
+    however busy the API is (`waiting`: requests queued for an admission slot; `leader`: this
+    replica runs the reconciler, overcast/reconciler/leader.py)."""
     gate = request.app.state.gate
+    reconciler = request.app.state.reconciler
+    # `leader`: this replica runs the reconciler (one of the replicas on a database does).
+    leader = bool(reconciler and reconciler.leadership.is_leader)
     return {"status": "ok", "active": gate.active, "waiting": gate.waiting,
-            "slots": gate.slots}
+            "slots": gate.slots, "leader": leader}
 
 
 @router.get("/me")

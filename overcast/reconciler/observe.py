@@ -1,0 +1,69 @@
+"""One look at AWS per account and region for clusters that just run.
+
+A running cluster with nothing on its way used to cost one DescribeInstances per pass (every
+2 s: 30 calls per cluster per minute; EC2 throttles an account's describes at about 20 calls/s).
+Here the settled running clusters of an account share one paginated DescribeInstances of all
+the account's live instances, made again after `RESYNC` seconds or as soon as the reconciler
+is woken (a request, an agent's ready/failed report). Clusters that start, scale or stop keep
+their own per-cluster look: they need every change at once, terminated instances included.
+
+A snapshot that lacks an instance the database has live (terminated: by AWS, spot, a person)
+is no verdict: that cluster is looked at on its own, with terminated instances, so a spot
+interruption is still told from a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from overcast import clock, tags
+from overcast.backends.base import InstanceInfo
+from overcast.reconciler.contexts import Target
+from overcast.store.models import Cluster
+
+RESYNC = float(os.environ.get("OVERCAST_RESYNC_SECONDS", 30.0))
+SETTLED = ("ready", "terminated", "failed")
+
+
+class AccountView:
+    def __init__(self, provider) -> None:
+        self.provider = provider
+        self.generation = 0  # bumped by wake(): every snapshot is stale at once
+        self._snapshots: dict[tuple, tuple[float, int, dict[str, dict[str, InstanceInfo]]]] = {}
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        self.generation += 1
+
+    def instances(self, target: Target, cluster: Cluster) -> dict[str, InstanceInfo]:
+        """What AWS has for this cluster (aws id -> info)."""
+        if self._settled(cluster):
+            seen = self._snapshot(target, cluster.account.slug).get(str(cluster.id), {})
+            live = {r.aws_id for r in cluster.instances if r.aws_id and r.state == "ready"}
+            if live <= seen.keys():
+                return seen
+        return {i.aws_id: i for i in self.provider.list_instances(
+            target.ctx, cluster_id=cluster.id, include_terminated=True)}
+
+    @staticmethod
+    def _settled(cluster: Cluster) -> bool:
+        return cluster.state == "running" and cluster.desired_state != "stopped" and \
+            all(r.state in SETTLED and r.desired_state != "stopped" for r in cluster.instances)
+
+    def _snapshot(self, target: Target, slug: str) -> dict[str, dict[str, InstanceInfo]]:
+        key = (id(target.ctx), slug)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one DescribeInstances per account and region, whoever asks meanwhile
+            made, generation, by_cluster = self._snapshots.get(key, (0.0, -1, {}))
+            if generation == self.generation and clock.monotonic() - made < RESYNC:
+                return by_cluster
+            generation, started = self.generation, clock.monotonic()
+            by_cluster = {}
+            for info in self.provider.list_instances(target.ctx, account=slug):
+                cluster_id = info.tags.get(tags.CLUSTER, "")
+                by_cluster.setdefault(cluster_id, {})[info.aws_id] = info
+            self._snapshots[key] = (started, generation, by_cluster)
+            return by_cluster
