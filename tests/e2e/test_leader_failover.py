@@ -50,6 +50,7 @@ def replicas(tmp_path, postgres):
                                 stack.server_env, tmp_path)
             wait_for(lambda: health(url_b)["status"] == "ok", 60, "replica b", procs[url_b])
             account, token = ensure_first_user("e2e-user", Database(stack.database_url))
+            stack.build_images(account, token)  # clusters boot only from the overcast image
             yield stack, procs, account, token
         finally:
             for proc in procs.values():
