@@ -201,9 +201,16 @@ def open_dask_dashboard(browser, link: str) -> None:
         while tab.goto(link).status != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert "token=" not in tab.url
-        with tab.expect_websocket(timeout=30_000) as opened:
-            tab.reload()
-        opened.value.wait_for_event("framereceived", timeout=30_000)
+        # Listen before the reload: bokeh's first frames can arrive before a later
+        # wait_for_event is attached, and an idle dashboard may send no more after them.
+        frames: list = []
+        tab.on("websocket",
+               lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+        tab.reload()
+        deadline = time.monotonic() + 60
+        while not frames and time.monotonic() < deadline:
+            tab.wait_for_timeout(200)  # also lets Playwright deliver the events
+        assert frames, "bokeh's websocket received no frame"
         tab.locator("canvas").first.wait_for(timeout=30_000)  # plots drawn from that session
         shot(tab, "12b-dask-dashboard")
     finally:
