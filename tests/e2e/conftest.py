@@ -43,6 +43,10 @@ def _started_stack(tmp_path_factory, database_url: str | None,
                    regions: tuple[str, ...] = ("us-east-1",)):
     home = tmp_path_factory.mktemp("overcast-home")
     stack = Stack(home, database_url=database_url)
+    # Every AWS call the control plane makes, per account (test_own_account.py checks them
+    # against the IAM policies).
+    stack.record = home / "aws-actions.jsonl"
+    stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = str(stack.record)
     with environ(OVERCAST_HOME=str(home)):
         try:
             stack.start_cloud()

@@ -118,14 +118,14 @@ def test_a_failed_boot_ends_the_cluster_in_error_quoting_the_console(stack, aws)
         assert info["state"] == "error", info
         assert took < Timeouts().boot, took  # the VM's own power-off says it, not a timeout
         notes = call(stack, "GET", "/notifications?cluster=broken-boot&event_type=cluster-error")
-        assert len(notes) == 1
-        message = notes[0]["message"]
+        message = notes[-1]["message"]  # the first: when it failed (then again once stopped)
         scheduler = next(i["aws_id"] for i in info["instances"] if i["role"] == "scheduler")
         assert f"The scheduler instance {scheduler} failed" in message
-        assert f"Last console output of {scheduler}:" in message
-        # From the console, not from the agent's report: the traceback it printed.
-        assert "No module named 'distributed'" in message
-        assert "Traceback (most recent call last)" in message
+        assert info["reason"] == message
+        # The agent's report, then what the VM printed: the traceback of the agent's failure.
+        console = message.split(f"Last console output of {scheduler}:\n", 1)[1]
+        assert "overcast/agent/dask_process.py" in console
+        assert "ModuleNotFoundError: No module named 'distributed'" in console
         in_region = lambda service: aws(service, region)  # noqa: E731
         assert live_aws_instances(in_region, created["id"]) == set()  # nothing left running
     finally:

@@ -8,6 +8,7 @@ the policies; role mode; reset to the hosted default; and no secret anywhere.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -23,11 +24,11 @@ from overcast import tags
 from overcast.backends.aws import policies
 from overcast.cli.main import cli
 from overcast.client.errors import ApiError
-from overcast.server.bootstrap import ensure_first_user
+from overcast.server.auth import issue_token
+from overcast.server.bootstrap import create_user
 from overcast.store.db import Database
-from overcast.store.models import Base
+from overcast.store.models import Account, Base
 from tests.e2e.helpers import environ
-from tests.e2e.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.stores("sqlite", "postgresql")]
 REGION = "us-east-1"
@@ -36,28 +37,25 @@ STATE: dict = {"texts": [], "secrets": []}  # shared along the story
 
 
 @pytest.fixture(scope="module")
-def iam_stack(tmp_path_factory, store, request):
-    """A separate local cloud with --enforce-iam, and a control plane recording AWS actions;
-    its data in SQLite or PostgreSQL (the module runs once per store)."""
-    home = tmp_path_factory.mktemp("own-account-home")
-    url = (request.getfixturevalue("postgres").create_database("own_account")
-           if store == "postgresql" else None)
+def iam_stack(stack):
+    """The shared stack (its local cloud enforces IAM, its control plane records the AWS actions
+    it makes; SQLite or PostgreSQL, the module runs once per store), seen as a new user "owner"
+    whose account this story configures: the other tests' account keeps the hosted default."""
     STATE.clear()  # the story starts over on each store
     STATE.update(texts=[], secrets=[])
-    stack = Stack(home, extra_cloud_args=("--enforce-iam",), database_url=url)
-    stack.record = home / "aws-actions.jsonl"
-    stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = str(stack.record)
-    with environ(OVERCAST_HOME=str(home), AWS_ENDPOINT_URL=stack.endpoint):
-        try:
-            stack.start_cloud()
-            stack.start_server()
-            stack.account, stack.token = ensure_first_user(
-                "owner", Database(stack.database_url))
-            with dask.config.set({"overcast.server": stack.url, "overcast.token": stack.token,
-                                  "overcast.account": stack.account}):
-                yield stack
-        finally:
-            stack.stop()
+    db = Database(stack.database_url)
+    with db.session() as session:
+        user = create_user(session, "owner")
+        slug = session.get(Account, user.default_account_id).slug
+        token = issue_token(session, user, name="own-account")
+        session.commit()
+    db.engine.dispose()
+    mine = copy.copy(stack)
+    mine.account, mine.token = slug, token
+    with environ(AWS_ENDPOINT_URL=stack.endpoint), \
+            dask.config.set({"overcast.server": stack.url, "overcast.token": token,
+                             "overcast.account": slug}):
+        yield mine
 
 
 def new_account(stack, drop: tuple[str, ...] = ()) -> dict:
