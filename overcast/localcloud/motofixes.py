@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from overcast.localcloud.motopatch import wrap_once
+
 _PATH = re.compile(r"^(/|/[\x21-\x7e]+/)$")
 
 
@@ -59,60 +61,51 @@ def _nat_gateway_not_found() -> None:
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.models.nat_gateways import NatGatewayBackend
 
-    original = NatGatewayBackend.delete_nat_gateway
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def delete_nat_gateway(self: Any, nat_gateway_id: str) -> Any:
+            if nat_gateway_id not in self.nat_gateways:
+                raise EC2ClientError("NatGatewayNotFound",
+                                     f"The Nat Gateway {nat_gateway_id} was not found")
+            return original(self, nat_gateway_id)
+        return delete_nat_gateway
 
-    def delete_nat_gateway(self: Any, nat_gateway_id: str) -> Any:
-        if nat_gateway_id not in self.nat_gateways:
-            raise EC2ClientError("NatGatewayNotFound",
-                                 f"The Nat Gateway {nat_gateway_id} was not found")
-        return original(self, nat_gateway_id)
-
-    delete_nat_gateway._overcast = True  # type: ignore[attr-defined]
-    NatGatewayBackend.delete_nat_gateway = delete_nat_gateway  # type: ignore[method-assign]
+    wrap_once(NatGatewayBackend, "delete_nat_gateway", build)
 
 
 def _instance_profile_path() -> None:
     from moto.iam.exceptions import ValidationError
     from moto.iam.models import IAMBackend
 
-    original = IAMBackend.create_instance_profile
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def create_instance_profile(self: Any, name: str, path: str, *args: Any,
+                                    **kwargs: Any) -> Any:
+            if path and not _PATH.match(path):
+                raise ValidationError(f"The specified value for path is invalid: {path}")
+            return original(self, name, path, *args, **kwargs)
+        return create_instance_profile
 
-    def create_instance_profile(self: Any, name: str, path: str, *args: Any,
-                                **kwargs: Any) -> Any:
-        if path and not _PATH.match(path):
-            raise ValidationError(f"The specified value for path is invalid: {path}")
-        return original(self, name, path, *args, **kwargs)
-
-    create_instance_profile._overcast = True  # type: ignore[attr-defined]
-    IAMBackend.create_instance_profile = create_instance_profile  # type: ignore[method-assign]
+    wrap_once(IAMBackend, "create_instance_profile", build)
 
 
 def _unknown_resources() -> None:
     from moto.iam.access_control import IAMPolicyStatement
 
-    original = IAMPolicyStatement.is_action_permitted
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def is_action_permitted(self: Any, action: str, resource: str = "*", *args: Any,
+                                **kwargs: Any) -> Any:
+            if resource == "*" and self._statement.get("Resource"):
+                # moto does not know which resource this request touches: let a statement that
+                # names ARNs of the action's service cover it (conditions are ignored either way).
+                prefix = f"arn:aws:{action.split(':', 1)[0]}:"
+                names = self._statement["Resource"]
+                names = [names] if isinstance(names, str) else names
+                if any(n == "*" or n.startswith(prefix) for n in names):
+                    statement = IAMPolicyStatement({**self._statement, "Resource": "*"})
+                    return original(statement, action, resource, *args, **kwargs)
+            return original(self, action, resource, *args, **kwargs)
+        return is_action_permitted
 
-    def is_action_permitted(self: Any, action: str, resource: str = "*", *args: Any,
-                            **kwargs: Any) -> Any:
-        if resource == "*" and self._statement.get("Resource"):
-            # moto does not know which resource this request touches: let a statement that
-            # names ARNs of the action's service cover it (conditions are ignored either way).
-            prefix = f"arn:aws:{action.split(':', 1)[0]}:"
-            names = self._statement["Resource"]
-            names = [names] if isinstance(names, str) else names
-            if any(n == "*" or n.startswith(prefix) for n in names):
-                statement = IAMPolicyStatement({**self._statement, "Resource": "*"})
-                return original(statement, action, resource, *args, **kwargs)
-        return original(self, action, resource, *args, **kwargs)
-
-    is_action_permitted._overcast = True  # type: ignore[attr-defined]
-    IAMPolicyStatement.is_action_permitted = is_action_permitted  # type: ignore[method-assign]
+    wrap_once(IAMPolicyStatement, "is_action_permitted", build)
 
 
 def _s3_head_bucket() -> None:
@@ -124,15 +117,12 @@ def _s3_head_bucket() -> None:
 def _logs_tags_die_with_group() -> None:
     from moto.logs.models import LogsBackend
 
-    original = LogsBackend.delete_log_group
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def delete_log_group(self: Any, log_group_name: str) -> None:
+            group = self.groups.get(log_group_name)
+            original(self, log_group_name)
+            if group is not None:
+                self.tagger.delete_all_tags_for_resource(group.arn)
+        return delete_log_group
 
-    def delete_log_group(self: Any, log_group_name: str) -> None:
-        group = self.groups.get(log_group_name)
-        original(self, log_group_name)
-        if group is not None:
-            self.tagger.delete_all_tags_for_resource(group.arn)
-
-    delete_log_group._overcast = True  # type: ignore[attr-defined]
-    LogsBackend.delete_log_group = delete_log_group  # type: ignore[method-assign]
+    wrap_once(LogsBackend, "delete_log_group", build)

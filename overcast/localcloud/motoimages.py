@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 from overcast.localcloud import stockimage
+from overcast.localcloud.motopatch import wrap_once
 
 _containers: Any = None
 
@@ -42,62 +43,54 @@ def _ssm_debian_parameters() -> None:
     from moto.core.utils import utcnow
     from moto.ssm.models import Parameter, ParameterDict
 
-    original = ParameterDict._check_loading_status
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def check(self: Any, key: str) -> None:
+            original(self, key)
+            if getattr(self, "_overcast_debian", False) or not _wants_debian(str(key or "")):
+                return
+            self._overcast_debian = True
+            for name in stockimage.SSM_PARAMETERS:
+                defaultdict.__getitem__(self, name).append(Parameter(
+                    account_id=self.account_id, name=name, value=stockimage.ami_id(),
+                    parameter_type="String", description=None, allowed_pattern=None, keyid=None,
+                    last_modified_date=utcnow(), version=1, data_type="aws:ec2:image"))
+        return check
 
-    def check(self: Any, key: str) -> None:
-        original(self, key)
-        if getattr(self, "_overcast_debian", False) or not _wants_debian(str(key or "")):
-            return
-        self._overcast_debian = True
-        for name in stockimage.SSM_PARAMETERS:
-            defaultdict.__getitem__(self, name).append(Parameter(
-                account_id=self.account_id, name=name, value=stockimage.ami_id(),
-                parameter_type="String", description=None, allowed_pattern=None, keyid=None,
-                last_modified_date=utcnow(), version=1, data_type="aws:ec2:image"))
-
-    check._overcast = True  # type: ignore[attr-defined]
-    ParameterDict._check_loading_status = check  # type: ignore[method-assign]
+    wrap_once(ParameterDict, "_check_loading_status", build)
 
 
 def _create_image() -> None:
     from moto.ec2.models.amis import AmiBackend
 
-    original = AmiBackend.create_image
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def create_image(self: Any, instance_id: str, name: str, description: str,
+                         tag_specifications: list[dict[str, Any]]) -> Any:
+            snapshot_tags = [t for spec in tag_specifications
+                             if spec.get("ResourceType") == "snapshot"
+                             for t in spec.get("Tags", [])]
+            others = [s for s in tag_specifications if s.get("ResourceType") != "snapshot"]
+            ami = original(self, instance_id, name, description, others)
+            for tag in snapshot_tags:
+                ami.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+            if _containers is not None and _containers.can_commit(instance_id):
+                _containers.commit(instance_id, ami)
+            return ami
+        return create_image
 
-    def create_image(self: Any, instance_id: str, name: str, description: str,
-                     tag_specifications: list[dict[str, Any]]) -> Any:
-        snapshot_tags = [t for spec in tag_specifications
-                         if spec.get("ResourceType") == "snapshot" for t in spec.get("Tags", [])]
-        others = [s for s in tag_specifications if s.get("ResourceType") != "snapshot"]
-        ami = original(self, instance_id, name, description, others)
-        for tag in snapshot_tags:
-            ami.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
-        if _containers is not None and _containers.can_commit(instance_id):
-            _containers.commit(instance_id, ami)
-        return ami
-
-    create_image._overcast = True  # type: ignore[attr-defined]
-    AmiBackend.create_image = create_image  # type: ignore[method-assign]
+    wrap_once(AmiBackend, "create_image", build)
 
 
 def _deregister_image() -> None:
     from moto.ec2.models.amis import AmiBackend
 
-    original = AmiBackend.deregister_image
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def deregister_image(self: Any, ami_id: str) -> None:
+            original(self, ami_id)
+            if _containers is not None and ami_id != stockimage.ami_id():
+                _containers.forget_image(ami_id)
+        return deregister_image
 
-    def deregister_image(self: Any, ami_id: str) -> None:
-        original(self, ami_id)
-        if _containers is not None and ami_id != stockimage.ami_id():
-            _containers.forget_image(ami_id)
-
-    deregister_image._overcast = True  # type: ignore[attr-defined]
-    AmiBackend.deregister_image = deregister_image  # type: ignore[method-assign]
+    wrap_once(AmiBackend, "deregister_image", build)
 
 
 def _console_output() -> None:
@@ -106,19 +99,16 @@ def _console_output() -> None:
     from moto.ec2.responses.general import General
     from moto.ec2.utils import Base64EncodedString
 
-    original = General.get_console_output
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def get_console_output(self: Any) -> Any:
+            instance_id = self._get_param("InstanceId")
+            instance = self.ec2_backend.get_instance(instance_id)  # InvalidInstanceID.NotFound
+            output = _containers.console(instance.id) if _containers is not None else None
+            if output is None:
+                return original(self)
+            encoded = Base64EncodedString(base64.b64encode(output).decode("ascii"))
+            return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
+                                 "Output": encoded})
+        return get_console_output
 
-    def get_console_output(self: Any) -> Any:
-        instance_id = self._get_param("InstanceId")
-        instance = self.ec2_backend.get_instance(instance_id)  # InvalidInstanceID.NotFound
-        output = _containers.console(instance.id) if _containers is not None else None
-        if output is None:
-            return original(self)
-        encoded = Base64EncodedString(base64.b64encode(output).decode("ascii"))
-        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
-                             "Output": encoded})
-
-    get_console_output._overcast = True  # type: ignore[attr-defined]
-    General.get_console_output = get_console_output  # type: ignore[method-assign]
+    wrap_once(General, "get_console_output", build)

@@ -1,3 +1,4 @@
+
 """moto in server mode, in this process, configured to behave like the AWS overcast expects.
 
 In-process (ThreadedMotoServer) so the runner can read moto's backends directly instead of
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from overcast import settings
+from overcast.localcloud.motopatch import wrap_once
 
 OPERATOR_ACCOUNT = "123456789012"  # moto's default account = the overcast operator
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
@@ -112,25 +114,23 @@ def allow_anonymous_public_reads() -> None:
     from moto.s3.exceptions import S3AccessDeniedError
     from moto.s3.responses import S3Response
 
-    original = S3Response._authenticate_and_authorize_s3_action
-    if getattr(original, "_overcast", False):
-        return
+    def build(original: Any) -> Any:
+        def check(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
+            from moto import settings as moto_settings
+            from moto.core.authorization import ActionAuthenticatorMixin
 
-    def check(self: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
-        from moto import settings as moto_settings
-        from moto.core.authorization import ActionAuthenticatorMixin
+            enforced = (ActionAuthenticatorMixin.request_count
+                        >= moto_settings.INITIAL_NO_AUTH_ACTION_COUNT)
+            signed = ("Authorization" in self.headers
+                      or "X-Amz-Signature" in (self.querystring or {}))
+            if not enforced or signed:
+                return original(self, bucket_name=bucket_name, key_name=key_name)
+            if self.method in ("GET", "HEAD") and bucket_name and _public(bucket_name, key_name):
+                return None
+            raise S3AccessDeniedError()
+        return check
 
-        enforced = (ActionAuthenticatorMixin.request_count
-                    >= moto_settings.INITIAL_NO_AUTH_ACTION_COUNT)
-        signed = "Authorization" in self.headers or "X-Amz-Signature" in (self.querystring or {})
-        if not enforced or signed:
-            return original(self, bucket_name=bucket_name, key_name=key_name)
-        if self.method in ("GET", "HEAD") and bucket_name and _public(bucket_name, key_name):
-            return None
-        raise S3AccessDeniedError()
-
-    check._overcast = True  # type: ignore[attr-defined]
-    S3Response._authenticate_and_authorize_s3_action = check  # type: ignore[method-assign]
+    wrap_once(S3Response, "_authenticate_and_authorize_s3_action", build)
 
 
 def _public(bucket_name: str, key_name: str | None) -> bool:

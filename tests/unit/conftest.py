@@ -1,14 +1,20 @@
-"""Fixtures shared by the unit tests: fake AWS credentials and in-process moto."""
+"""Fixtures shared by the unit tests: fake AWS credentials, in-process moto, and an API app
+with two users (`api`: alice, the first user and admin of her account, and bob)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from overcast.backends.aws import session
 from overcast.backends.aws.session import AwsContext
+from overcast.server.app import create_app
+from overcast.server.auth import issue_token
+from overcast.server.bootstrap import create_user, ensure_first_user
+from overcast.store.db import Database
 
 REGION = "us-east-1"
 DEPLOYMENT = "d-unit-tests"
@@ -40,3 +46,21 @@ def aws(aws_env: None) -> Iterator[None]:
 def ctx(aws: None) -> AwsContext:
     """An AwsContext in us-east-1 against in-process moto."""
     return session.context(REGION)
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch) -> TestClient:
+    """The API in-process (no reconciler) on a fresh SQLite database; `api.alice` and `api.bob`
+    are their Authorization headers."""
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
+    db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
+    slug, token = ensure_first_user("alice", db)
+    with db.session() as session:
+        bob = create_user(session, "bob")
+        session.flush()
+        bob_token = issue_token(session, bob)
+    client = TestClient(create_app(db, run_reconciler=False))
+    client.db, client.slug = db, slug
+    client.alice = {"Authorization": f"Bearer {token}"}
+    client.bob = {"Authorization": f"Bearer {bob_token}"}
+    return client

@@ -5,32 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from overcast.server.app import create_app
-from overcast.server.auth import issue_token
-from overcast.server.bootstrap import create_user, ensure_first_user
-from overcast.store.db import Database
 from overcast.store.models import Cluster, User
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
-    db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
-    slug, token = ensure_first_user("alice", db)
-    with db.session() as session:
-        bob = create_user(session, "bob")
-        session.flush()
-        bob_token = issue_token(session, bob)
-    client = TestClient(create_app(db, run_reconciler=False))
-    client.db, client.slug = db, slug
-    client.alice = {"Authorization": f"Bearer {token}"}
-    client.bob = {"Authorization": f"Bearer {bob_token}"}
-    return client
 
 
 def test_me_lists_the_personal_account(api):

@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from overcast import crypto
 from overcast.dashboardcred import dashboard_token
-from overcast.server.app import create_app
-from overcast.server.auth import issue_token
-from overcast.server.bootstrap import create_user, ensure_first_user
-from overcast.store.db import Database
 from overcast.store.models import Cluster, Instance
 
 pytestmark = pytest.mark.timeout(60)
 BARE = "https://127.10.0.3:8787/status"
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
-    db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
-    slug, token = ensure_first_user("alice", db)
-    with db.session() as session:
-        bob = create_user(session, "bob")
-        session.flush()
-        bob_token = issue_token(session, bob)
-    client = TestClient(create_app(db, run_reconciler=False))
-    client.db, client.slug = db, slug
-    client.alice = {"Authorization": f"Bearer {token}"}
-    client.bob = {"Authorization": f"Bearer {bob_token}"}
-    return client
 
 
 def scheduler_ready(api) -> str:

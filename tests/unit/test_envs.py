@@ -7,15 +7,10 @@ import json
 import dask.config
 import pytest
 from click.testing import CliRunner
-from fastapi.testclient import TestClient
 
 from overcast.cli.main import cli
 from overcast.client import packagesync
 from overcast.envs import lock, spec
-from overcast.server.app import create_app
-from overcast.server.auth import issue_token
-from overcast.server.bootstrap import create_user, ensure_first_user
-from overcast.store.db import Database
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,20 +82,9 @@ def test_package_sync_collects_exact_versions_and_marks_local_installs():
 
 # -- API ---------------------------------------------------------------------------------------
 @pytest.fixture
-def api(tmp_path, monkeypatch):
-    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
-    db = Database(f"sqlite:///{tmp_path / 'overcast.db'}")
-    slug, token = ensure_first_user("alice", db)
-    with db.session() as session:
-        bob = create_user(session, "bob")
-        session.flush()
-        bob_token = issue_token(session, bob)
-    client = TestClient(create_app(db, run_reconciler=False))
-    client.base = f"/api/v1/accounts/{slug}/software-environments"
-    client.alice = {"Authorization": f"Bearer {token}"}
-    client.bob = {"Authorization": f"Bearer {bob_token}"}
-    client.slug = slug
-    return client
+def api(api):
+    api.base = f"/api/v1/accounts/{api.slug}/software-environments"
+    return api
 
 
 def sync_env(api, name, packages=SYNC):

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from overcast.server.auth import AccountAccess, db_session, member_of
 from overcast.server.services import envs as service
+from overcast.server.validation import MAX_DB_ID
 
 router = APIRouter(prefix="/accounts/{slug}/software-environments",
                    tags=["software-environments"])
@@ -52,7 +53,7 @@ def list_environments(access: AccountAccess = Depends(member_of),
 
 
 @router.get("/{name}")
-def get_environment(name: str, version: int | None = Query(default=None, ge=1),
+def get_environment(name: str, version: int | None = Query(default=None, ge=1, le=MAX_DB_ID),
                     access: AccountAccess = Depends(member_of),
                     session: Session = Depends(db_session)) -> dict:
     try:

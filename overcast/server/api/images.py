@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from overcast import crypto
 from overcast.server.api.clusters import wake
 from overcast.server.auth import AccountAccess, admin_of, bearer, db_session, member_of
 from overcast.server.services import images as service
+from overcast.server.validation import DbId
 from overcast.store.models import Image
 
 router = APIRouter(tags=["images"])
@@ -47,9 +48,8 @@ def build_image(request: Request, body: BuildRequest | None = None,
 
 
 @router.post("/images/builds/{build_id}/report", status_code=204)
-def report(body: BuildReport, request: Request,
-           session: Session = Depends(db_session),
-           build_id: int = Path(ge=1, le=2**63 - 1)) -> None:  # a 64-bit row id
+def report(build_id: DbId, body: BuildReport, request: Request,
+           session: Session = Depends(db_session)) -> None:
     token = bearer(request)
     row = session.get(Image, build_id)
     # One-time: the token is dropped once used, and a finished build has none.
