@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 import anyio
 from anyio import to_thread
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overcast.server.clusterlists import ClusterLists
 from overcast.server.tokencache import TokenCache
@@ -92,9 +92,14 @@ class ListCache:
             await self.app(scope, receive, send)
             return
         if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            async def send_after_write(message: Message) -> None:
+                if message["type"] == "http.response.start":  # before the client can act
+                    self._after_write(scope)
+                await send(message)
+
             try:
-                await self.app(scope, receive, send)
-            finally:  # after the write committed (or failed)
+                await self.app(scope, receive, send_after_write)
+            finally:  # and once more when all is done (a commit after the answer, an error)
                 self._after_write(scope)
             return
         match = LIST_PATH.match(scope["path"]) if scope["method"] == "GET" else None

@@ -63,16 +63,23 @@ class TokenCache:
         entry = self._entries.get(key)
         age = time.monotonic() - entry.verified if entry else None
         if entry is not None and age < MAX_AGE:
-            if age >= FRESH and key not in self._checking:
+            if age >= FRESH and self._running_check(key) is None:
                 self._start_check(key, token)  # refresh ahead, in the background
             return entry.principal
-        checking = self._checking.get(key) or self._start_check(key, token)
+        checking = self._running_check(key) or self._start_check(key, token)
         return await asyncio.shield(checking)
+
+    def _running_check(self, key: str) -> asyncio.Future | None:
+        future = self._checking.get(key)
+        if future is not None and future.get_loop() is asyncio.get_running_loop():
+            return future
+        return None  # none, or one of a loop that is gone (tests run several loops)
 
     def _start_check(self, key: str, token: str) -> asyncio.Future:
         future = asyncio.ensure_future(self._check(key, token))
         self._checking[key] = future
-        future.add_done_callback(lambda _: self._checking.pop(key, None))
+        future.add_done_callback(lambda f: self._checking.pop(key, None)
+                                 if self._checking.get(key) is f else None)
         return future
 
     async def _check(self, key: str, token: str) -> Principal | None:
