@@ -40,6 +40,7 @@ class Snapshot:
     generation: int
     made: float  # monotonic time its DB read began
     items: dict[int, bytes]  # cluster id -> its list item (JSON)
+    complete: bool = True  # False: more than a page is active; the route pages them
     _pages: dict[int, tuple[bytes, int | None]] = field(default_factory=dict, compare=False)
 
     def with_item(self, cluster_id: int, item: bytes | None) -> Snapshot:
@@ -48,7 +49,7 @@ class Snapshot:
             items.pop(cluster_id, None)
         else:
             items[cluster_id] = item
-        return Snapshot(self.generation, self.made, items)
+        return Snapshot(self.generation, self.made, items, self.complete)
 
     def page(self, limit: int) -> tuple[bytes, int | None]:
         """The JSON body of the newest `limit`, and the id to pass as `after` if it is full."""
@@ -99,14 +100,14 @@ class ClusterLists:
         if snap is not None and snap.generation >= arrived and arrived_at - snap.made < TTL:
             if arrived_at - snap.made >= REFRESH:
                 self._build(account_id)  # refresh ahead: served meanwhile
-            return snap
+            return snap if snap.complete else None
         for _ in range(3):
             snap = await asyncio.shield(self._build(account_id))
             if snap is None:
                 return None
             if snap.generation >= arrived and (snap.made >= arrived_at or
                                                time.monotonic() - snap.made < TTL):
-                return snap
+                return snap if snap.complete else None
         return None  # invalidated again and again meanwhile: the route answers
 
     def _build(self, account_id: int) -> asyncio.Future:
@@ -125,23 +126,24 @@ class ClusterLists:
         with self._lock:
             generation, made, seq = self.generation, time.monotonic(), self._seq
             self._reading.append(seq)
-        items = None
+        snap, items, failed = None, None, True
         try:
             items = await self._run(self._load, account_id)
+            failed = False
         except Exception:
             log.exception("Could not read the clusters of account %s", account_id)
         finally:
             with self._lock:
                 self._reading.remove(seq)
-                snap = None if items is None else self._keep(account_id, generation, made,
-                                                             seq, items)
+                if not failed:  # None: too many for one page, remembered for TTL as such
+                    snap = self._keep(account_id, generation, made, seq, items)
                 self._trim(made)
         return snap
 
     def _keep(self, account_id: int, generation: int, made: float, seq: int,
-              items: list[tuple[int, bytes]]) -> Snapshot:
+              items: list[tuple[int, bytes]] | None) -> Snapshot:
         """The rebuilt snapshot with the patches that landed while it read (under the lock)."""
-        snap = Snapshot(generation, made, dict(items))
+        snap = Snapshot(generation, made, dict(items or ()), complete=items is not None)
         for patch_seq, account, cluster_id, item in self._patches:
             if patch_seq > seq and account == account_id:
                 snap = snap.with_item(cluster_id, item)

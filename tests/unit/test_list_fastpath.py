@@ -133,3 +133,18 @@ def test_an_invalidation_during_a_rebuild_is_not_served_later():
 
     lists = ClusterLists(load, to_thread.run_sync)
     asyncio.run(scenario())
+
+
+def test_more_than_a_page_goes_to_the_route_without_rereading():
+    calls = []
+
+    def load(account_id: int) -> None:
+        calls.append(account_id)
+        return None  # more active clusters than one page
+
+    async def scenario() -> None:
+        lists = ClusterLists(load, to_thread.run_sync)
+        assert await lists.snapshot(1) is None and await lists.snapshot(1) is None
+
+    asyncio.run(scenario())
+    assert calls == [1]  # within TTL, known to be too many: no second read
