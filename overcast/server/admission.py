@@ -15,8 +15,6 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from overcast.server.listcache import SKIP_GATE
-
 UNGATED = ("/api/v1/health",)
 
 
@@ -54,8 +52,8 @@ class Admission:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Lists the list cache makes go through its own small lane (overcast.server.listcache).
-        if scope["type"] != "http" or scope["path"] in UNGATED or scope.get(SKIP_GATE):
+        # Plain cluster lists are answered before this gate (overcast.server.listcache).
+        if scope["type"] != "http" or scope["path"] in UNGATED:
             await self.app(scope, receive, send)
             return
         await self.gate.acquire()

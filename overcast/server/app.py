@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from anyio import to_thread
@@ -20,8 +21,11 @@ from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.api import envs as envs_api
+from overcast.server.auth import principal_in
+from overcast.server.clusterlists import ClusterLists
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
+from overcast.server.tokencache import TokenCache
 from overcast.server.usage import LastUsed
 from overcast.store.db import Database
 
@@ -41,7 +45,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Worker threads: the admitted requests, the list cache's lane, the event streams' polls.
+        # Worker threads: admitted requests, the list fast path's lane, event streams' polls.
         to_thread.current_default_thread_limiter().total_tokens = gate.slots + listcache.LANE + 8
         last_used.start()
         if reconciler:
@@ -59,7 +63,12 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)
-    app.add_middleware(listcache.ListCache)  # outermost: a cached list needs no slot at all
+    # Outermost: a plain cluster list answered from memory needs no slot at all.
+    lane = listcache.Lane()
+    app.state.lists = ClusterLists(partial(clusters.active_items, db), lane.run)
+    app.state.tokens = TokenCache(partial(principal_in, db), lane.run)
+    app.add_middleware(listcache.ListCache, lists=app.state.lists, tokens=app.state.tokens,
+                       last_used=last_used)
     app.state.log_reader = LogReader(reconciler.contexts if reconciler else _contexts())
     api = APIRouter(prefix="/api/v1")
     for module in (me, clusters, agent, notifications, dist, images):

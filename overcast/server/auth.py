@@ -118,3 +118,24 @@ def admin_of(access: AccountAccess = Depends(member_of)) -> AccountAccess:
         raise HTTPException(403, f"Only admins of {access.account.slug!r} may do this; "
                                  f"ask one of them.")
     return access
+
+
+def principal_in(db, token: str):
+    """`principal_for_token` in a session of its own (the list fast path's lane thread)."""
+    with db.session() as session:
+        return principal_for_token(session, token)
+
+
+def principal_for_token(session: Session, token: str):
+    """Who a live token speaks for, and their accounts (overcast.server.tokencache), else
+    None. Same check as `user_for_token`, plus the memberships in one more query."""
+    from overcast.server.tokencache import Principal
+
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked:
+        return None
+    accounts = session.execute(select(Account.slug, Account.id)
+                               .join(Membership, Membership.account_id == Account.id)
+                               .where(Membership.user_id == row.user_id)).all()
+    return Principal(token_id=row.id, user_id=row.user_id,
+                     accounts={slug: account_id for slug, account_id in accounts})

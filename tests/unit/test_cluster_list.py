@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from overcast.server import listcache
+from overcast.server import clusterlists
 from overcast.store.models import Cluster
 from tests.unit.test_api import api  # noqa: F401 (fixture)
 
@@ -50,7 +50,7 @@ def test_pages_follow_x_next_after(api):  # noqa: F811
 
 
 def test_cache_shows_own_writes_and_expires(api, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(listcache, "TTL", 0.3)
+    monkeypatch.setattr(clusterlists, "TTL", 0.3)
     url = f"/api/v1/accounts/{api.slug}/clusters"
     assert names(api.get(url, headers=api.alice)) == []
     api.post(url, headers=api.alice, json={"name": "x"})

@@ -16,18 +16,22 @@ from sqlalchemy.orm import Session, defer, selectinload
 
 from overcast import crypto, options
 from overcast.security import generate_cluster_tls
-from overcast.server import idempotency
+from overcast.server import idempotency, listcache
 from overcast.server.auth import AccountAccess, db_session, hash_token, member_of
 from overcast.server.services import envs
 from overcast.server.views import cluster_view
+from overcast.store.db import Database
 from overcast.store.models import Backend, Cluster, IdempotencyKey
 from overcast.store.notify import notify
 
 router = APIRouter(prefix="/accounts/{slug}/clusters", tags=["clusters"])
+# Lists: instances in one query (not one per cluster), and no secret columns read at all.
+_LIST_LOADS = (selectinload(Cluster.instances), selectinload(Cluster.account),
+               defer(Cluster.tls_encrypted), defer(Cluster.token_encrypted))
 ACTIVE_STATES = ("pending", "starting", "running", "stopping")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 MAX_WORKERS = 500
-MAX_PAGE = 1000  # clusters per list response
+MAX_PAGE = listcache.MAX_PAGE  # clusters per list response
 
 
 class ClusterCreate(BaseModel):
@@ -100,7 +104,7 @@ def create_cluster(body: ClusterCreate, request: Request, response: Response,
     account = access.account
     key, digest = idempotency.check_key(idempotency_key), idempotency.request_hash(body)
     if (earlier := idempotency.earlier_cluster(session, account.id, key, digest)) is not None:
-        return replayed(earlier, response)
+        return replayed(earlier, response, request)
     name = body.name if body.name is not None else f"{account.slug}-{secrets.token_hex(3)}"
     if not _NAME.match(name):
         raise HTTPException(400, f"Cluster name {name!r} is not valid: use lowercase letters, "
@@ -119,7 +123,8 @@ def create_cluster(body: ClusterCreate, request: Request, response: Response,
                                                  Cluster.state.in_(ACTIVE_STATES)))
     if taken is not None:
         if (earlier := idempotency.earlier_cluster(session, account.id, key, digest)):
-            return replayed(earlier, response)  # a duplicate of this request made it meanwhile
+            # A duplicate of this request made it meanwhile.
+            return replayed(earlier, response, request)
         raise HTTPException(409, f"A cluster named {name!r} is already {taken.state}: "
                                  f"pick another name or stop it first.")
     try:
@@ -153,7 +158,8 @@ def create_cluster(body: ClusterCreate, request: Request, response: Response,
         earlier = idempotency.earlier_cluster(session, account.id, key, digest)
         if earlier is None:
             raise
-        return replayed(earlier, response)
+        return replayed(earlier, response, request)
+    lists_show(request, cluster)
     wake(request)
     return cluster_view(cluster)
 
@@ -164,7 +170,35 @@ def json_in_thread(data: Any) -> Response:
     return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
 
 
-def replayed(cluster: Cluster, response: Response) -> dict:
+def list_item(cluster: Cluster) -> bytes | None:
+    """The cluster as the default (active) list shows it; None if it is not in that list."""
+    if cluster.state not in ACTIVE_STATES:
+        return None
+    return json.dumps(cluster_view(cluster, with_instances=False),
+                      separators=(",", ":")).encode()
+
+
+def lists_show(request: Request, cluster: Cluster) -> None:
+    """After a commit: the list fast path shows this cluster as it is now, no rebuild."""
+    listcache.cluster_changed(request, cluster.account_id, cluster.id, list_item(cluster))
+
+
+def active_items(db: Database, account_id: int) -> list[tuple[int, bytes]] | None:
+    """The account's default list as (id, item) newest first, for the list fast path
+    (overcast.server.clusterlists); None if it does not fit one page."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(Cluster).where(Cluster.account_id == account_id,
+                                  Cluster.state.in_(ACTIVE_STATES))
+            .options(*_LIST_LOADS).order_by(Cluster.id.desc()).limit(MAX_PAGE + 1)).all()
+        if len(rows) > MAX_PAGE:
+            return None
+        return [(r.id, list_item(r)) for r in rows]
+
+
+def replayed(cluster: Cluster, response: Response, request: Request | None = None) -> dict:
+    if request is not None:
+        listcache.unchanged(request)  # the earlier create already showed it
     response.status_code = 200
     response.headers["Idempotent-Replayed"] = "true"
     return cluster_view(cluster)
@@ -194,9 +228,7 @@ def list_clusters(access: AccountAccess = Depends(member_of),
         query = query.where(Cluster.state.in_(ACTIVE_STATES))
     if after is not None:
         query = query.where(Cluster.id < after)
-    # Instances in one query (not one per cluster), and no secret columns read at all.
-    query = query.options(selectinload(Cluster.instances), selectinload(Cluster.account),
-                          defer(Cluster.tls_encrypted), defer(Cluster.token_encrypted))
+    query = query.options(*_LIST_LOADS)
     rows = session.scalars(query.order_by(Cluster.id.desc()).limit(limit)).all()
     response = json_in_thread([cluster_view(r, with_instances=False) for r in rows])
     if len(rows) == limit:
@@ -233,6 +265,7 @@ def scale_cluster(name: str, body: ScaleRequest, request: Request,
                f"Scaling from {cluster.n_workers} to {n} worker(s)", cluster=cluster)
         cluster.n_workers = n
     session.commit()
+    lists_show(request, cluster)
     wake(request)
     return cluster_view(cluster)
 
@@ -247,6 +280,7 @@ def stop_cluster(name: str, request: Request, access: AccountAccess = Depends(me
         notify(session, access.account.id, "cluster-stop",
                f"Stop requested by {access.user.username}", cluster=cluster)
     session.commit()
+    lists_show(request, cluster)
     wake(request)
     return cluster_view(cluster)
 
