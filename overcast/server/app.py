@@ -23,8 +23,10 @@ from overcast.server.api import backend as backend_api
 from overcast.server.api import envs as envs_api
 from overcast.server.auth import principal_in
 from overcast.server.clusterlists import ClusterLists
+from overcast.server.heartbeats import Heartbeats
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
+from overcast.server.scheduler_watch import SchedulerWatch
 from overcast.server.tokencache import TokenCache
 from overcast.server.usage import LastUsed
 from overcast.store.db import Database
@@ -41,6 +43,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     reconciler = Reconciler(db, control_plane_url, control_plane_ca=control_plane_ca) \
         if run_reconciler else None
     last_used = LastUsed(db)
+    heartbeats = Heartbeats(db)
     gate = Gate(settings.api_concurrency())
 
     @asynccontextmanager
@@ -48,18 +51,22 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
         # Worker threads: admitted requests, the list fast path's lane, event streams' polls.
         to_thread.current_default_thread_limiter().total_tokens = gate.slots + listcache.LANE + 8
         last_used.start()
+        heartbeats.start()
         if reconciler:
             reconciler.start()
         yield
         if reconciler:
             reconciler.stop()
         last_used.stop()  # writes the last batch of token uses
+        heartbeats.stop()  # and of heartbeats
 
     app = FastAPI(title="overcast", version="0.1.0", lifespan=lifespan,
                   openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs")
     app.state.db = db
     app.state.reconciler = reconciler
     app.state.last_used = last_used
+    app.state.heartbeats = heartbeats
+    app.state.scheduler_watch = SchedulerWatch(db)
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)

@@ -54,7 +54,7 @@ def test_vms_power_off_when_the_control_plane_is_unreachable(stack, aws):
         left = live_aws_instances(aws, created["id"])
         assert left == set(), f"VMs still running after {took:.0f} s: {left}"
         # Not before the setting says: 3 s after the last answer, which came at most one
-        # heartbeat interval (2 s) before the kill.
+        # heartbeat interval (15 s +-20% for the worker) before the kill.
         assert took >= 1.0, took
         print(f"VMs terminated {took:.1f} s after the control plane was killed")
         for inst in _instances(aws, ids):

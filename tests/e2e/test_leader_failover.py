@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from overcast import tags
-from overcast.reconciler.launch import INSTANCE_ROW_TAG
+from overcast.backends.aws.instances import LAUNCH_TOKEN
 from overcast.server.bootstrap import ensure_first_user
 from overcast.store.db import Database
 from tests.e2e.balancer import Balancer
@@ -101,9 +101,14 @@ def test_kill9_leader_during_five_starts(replicas):
              for i in api.get(f"/clusters/ha{n}").json()["instances"] if i["aws_id"]}
     live = live_instances(stack)
     assert {i["InstanceId"] for i in live} <= known
-    rows = Counter(tag["Value"] for i in live for tag in i.get("Tags", [])
-                   if tag["Key"] == INSTANCE_ROW_TAG)
-    assert rows and max(rows.values()) == 1, rows  # no instance row launched twice
+    # No batch launched twice: one scheduler and one worker per cluster, each batch's
+    # instances under one launch token.
+    per_cluster = Counter(tag["Value"] for i in live for tag in i.get("Tags", [])
+                          if tag["Key"] == tags.CLUSTER)
+    assert set(per_cluster.values()) == {2}, per_cluster
+    batches = Counter(tag["Value"] for i in live for tag in i.get("Tags", [])
+                      if tag["Key"] == LAUNCH_TOKEN)
+    assert batches and max(batches.values()) == 1, batches
     assert {int(tag["Value"]) for i in live for tag in i["Tags"]
             if tag["Key"] == tags.CLUSTER} == set(ids)
     for n in range(CLUSTERS):

@@ -10,9 +10,17 @@ from sqlalchemy import select
 from overcast import crypto
 from overcast.dashboardcred import dashboard_token
 from overcast.store.models import Cluster, Instance
+from tests.unit.identity_docs import Identities
 
 pytestmark = pytest.mark.timeout(60)
 BARE = "https://127.10.0.3:8787/status"
+
+
+@pytest.fixture
+def api(api, tmp_path, monkeypatch):
+    """The shared two-user API, with signed identity documents for its agents."""
+    api.identities = Identities(tmp_path, monkeypatch)
+    return api
 
 
 def scheduler_ready(api) -> str:
@@ -30,7 +38,8 @@ def ready_cluster(api) -> tuple[int, str, str]:
         s.add(Instance(cluster_id=cluster.id, role="scheduler", aws_id="i-dash",
                        instance_type="m6i.large", state="booting"))
     r = api.post(f"/api/v1/agent/clusters/{created['id']}/instances/i-dash/ready",
-                 headers={"Authorization": f"Bearer {cluster_token}"},
+                 headers={"Authorization": f"Bearer {cluster_token}",
+                          **api.identities.headers("i-dash")},
                  json={"address": "tls://127.10.0.3:8786", "dashboard_address": BARE})
     assert r.status_code == 200, r.text
     return created["id"], dashboard_token(cluster_token), cluster_token
