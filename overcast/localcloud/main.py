@@ -17,6 +17,7 @@ from overcast import settings
 from overcast.localcloud import motofixes, motoimages, motoserver
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
+from overcast.localcloud.hollow import spool_dir
 from overcast.localcloud.imds import MetadataService
 from overcast.localcloud.registries import Registries
 from overcast.localcloud.runner import Runner, WakeOnPost
@@ -44,7 +45,9 @@ def read_state() -> dict[str, Any] | None:
 class LocalCloud:
     def __init__(self, port: int = 4599, imds_port: int = 4598, seed: bool = True,
                  enforce_iam: bool = False, write_state: bool = True,
-                 poll_interval: float = 0.1) -> None:
+                 poll_interval: float = 0.1, hollow: bool = False) -> None:
+        # Hollow: instances run in EC2 but boot nothing; their agents are played (hollow.py).
+        self.hollow_spool = spool_dir(settings.run_dir()) if hollow else None
         self._stopped = threading.Event()
         self.faults = Faults()
         handlers = {"spot-interruptions": self._spot_handler, "accounts": self._account_handler}
@@ -72,7 +75,7 @@ class LocalCloud:
         # Labels this local cloud's containers: it removes exactly those when it stops.
         self.cloud_id = secrets.token_hex(4)
         self.runner = Runner(self.imds, self.endpoint, interval=poll_interval,
-                             cloud_id=self.cloud_id)
+                             cloud_id=self.cloud_id, hollow_spool=self.hollow_spool)
         motoimages.install(self.runner.containers)
         self.timings: dict[str, float] = {}
         self.enforce_iam = enforce_iam
@@ -102,7 +105,8 @@ class LocalCloud:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
                                        "pid": os.getpid(), "enforce_iam": enforce_iam,
-                                       "registries": self.registries.state()}))
+                                       "registries": self.registries.state(),
+                                       "hollow": self.hollow_spool and str(self.hollow_spool)}))
             tmp.replace(path)
 
     def _wake_runner(self) -> None:

@@ -26,7 +26,7 @@ from overcast.store.notify import notify
 router = APIRouter(prefix="/accounts/{slug}/clusters", tags=["clusters"])
 ACTIVE_STATES = ("pending", "starting", "running", "stopping")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-MAX_WORKERS = 500
+MAX_WORKERS = 1000  # issue 11: clusters of 1,000 workers
 MAX_PAGE = 1000  # clusters per list response
 
 
