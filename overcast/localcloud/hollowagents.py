@@ -16,6 +16,7 @@ runs there, nothing listens, and nothing but the control plane uses them.
 
 An image builder (user data with `/etc/overcast/build.env`) is played too: it reports a
 successful build as `bootstrap.sh` does (then CreateImage gives moto's own AMI).
+An instance whose user data is neither (no overcast agent on it) is left alone.
 """
 
 from __future__ import annotations
@@ -166,7 +167,11 @@ class Player:
                 played.role = "image-builder"
                 played.outcome = await self._build(build)
                 return
-            boot = BootConfig.from_user_data(ident.user_data)
+            try:
+                boot = BootConfig.from_user_data(ident.user_data)
+            except ValueError:  # no overcast agent on this "VM": nothing to play
+                played.role, played.outcome = "other", "no overcast boot document"
+                return
             played.role, played.cluster_id = boot.role, boot.cluster_id
             played.outcome = await self._agent(played, boot, ident)
         except Exception as exc:  # noqa: BLE001 (one failed agent is a result, not a crash)
