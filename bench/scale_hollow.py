@@ -41,7 +41,8 @@ def launch_case(store: str, workers: list[int]) -> Iterator[dict[str, Any]]:
                    "actions": dict(Counter(call["action"] for call in calls)),
                    "agent_requests": bench.player.requests(),
                    "agent_errors": bench.player.player.errors[:3]}
-            bench.stop_cluster(name)
+            if n != workers[-1]:  # the next N starts alone (the last goes with the stack)
+                bench.stop_cluster(name)
 
 
 def idle_case(store: str, clusters: int = 100, seconds: float = 120.0) -> dict[str, Any]:
