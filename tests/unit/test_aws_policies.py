@@ -28,6 +28,7 @@ from overcast.backends.aws.errors import PermissionMissing
 from overcast.localcloud import motofixes
 
 REGION = "us-east-1"
+IMAGE: list[str] = []  # the AMI clusters launch from (set by the test)
 ZONES = [f"{REGION}a", f"{REGION}b"]
 
 
@@ -67,11 +68,12 @@ def _setup(ctx):
 
 
 def _cluster(ctx, ports=(22, 8786, 8787)):
+    # The AMI comes from the image pipeline's row in the database, not from an EC2 look-up.
+    image = IMAGE[0]
     net = network.find_network(ctx, "alice")
     assert net is not None
     net = network.ensure_zone_subnets(ctx, net, "alice", ZONES[0])
     network.zones(ctx)
-    image = instances.find_image(ctx)
     instances.instance_types(ctx, ["t3.medium"])
     sg = firewall.ensure_cluster_security_group(
         ctx, net.vpc_id, "alice", 1, "demo", list(ports), "0.0.0.0/0"
@@ -122,9 +124,9 @@ def _image_build(ctx):
 def test_every_call_is_in_its_phase_policy(aws_env):
     with mock_aws():
         ctx = session.context(REGION)
-        ctx.client("ec2").register_image(
+        IMAGE[:] = [ctx.client("ec2").register_image(
             Name="overcast-agent-1", Architecture="x86_64", RootDeviceName="/dev/sda1"
-        )
+        )["ImageId"]]
         calls = session.record_actions(ctx)
         _setup(ctx)
         _image_build(ctx)
