@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from overcast import settings
-from overcast.localcloud import motofixes, motoimages, motoserver
+from overcast.localcloud import motofixes, motoimages, motoserver, motospeed
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.hollow import spool_dir
@@ -70,6 +70,7 @@ class LocalCloud:
                write_state: bool, poll_interval: float) -> None:
         motoserver.allow_anonymous_public_reads()
         motofixes.apply()
+        motospeed.apply()
         self.imds = MetadataService(port=imds_port)
         self.imds_url = self.imds.start()
         # Labels this local cloud's containers: it removes exactly those when it stops.
