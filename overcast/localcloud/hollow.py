@@ -40,6 +40,8 @@ SPOOLED_PATHS = (
     "meta-data/placement/availability-zone",
     "meta-data/placement/region",
     "meta-data/instance-type",
+    "dynamic/instance-identity/document",  # the signed identity document, where served
+    "dynamic/instance-identity/signature",
 )
 CONSOLE = b"[local-cloud] hollow instance: nothing boots; its agent is played by a load test\n"
 
