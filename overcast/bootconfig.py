@@ -34,7 +34,8 @@ class BootConfig:
     dashboard_port: int = 8787
     worker_resources: dict[str, float] = field(default_factory=dict)
     nthreads: int | None = None
-    heartbeat_interval: float = 2.0
+    # Seconds between heartbeats (the agent adds +-20% jitter); docs/liveness.md.
+    heartbeat_interval: float = 15.0
     # PEM of the CA(s) the agent trusts for `control_plane` (a self-signed or private CA);
     # None: the VM's system CA bundle.
     control_plane_ca: str | None = None

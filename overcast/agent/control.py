@@ -1,11 +1,14 @@
-"""The agent's side of "Agent <-> control plane" (docs/architecture.md): four routes, bearer
-cluster token, retries with backoff on connection errors and 5xx (the control plane may restart
-while clusters keep running). The token is never logged: it lives only in the client's headers.
+"""The agent's side of "Agent <-> control plane" (docs/architecture.md): bearer cluster token,
+retries with backoff on connection errors and 5xx (the control plane may restart while
+clusters keep running). The token is never logged: it lives only in the client's headers.
+Instance routes also carry the VM's signed identity document (`identity`), which proves to
+the control plane which instance is calling; the scheduler address is a long-poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import random
@@ -25,6 +28,16 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 RETRY_STATUSES = {500, 502, 503, 504}
+LONG_POLL = 25.0  # seconds the control plane holds a scheduler-address request
+DOCUMENT_HEADER = "X-Overcast-Identity-Document"
+SIGNATURE_HEADER = "X-Overcast-Identity-Signature"
+
+
+def identity_headers(document: str, signature: str) -> dict[str, str]:
+    """The headers proving which instance calls: the IMDS's identity document (base64: it
+    spans lines) and its signature, as the IMDS serves them."""
+    return {DOCUMENT_HEADER: base64.b64encode(document.encode()).decode(),
+            SIGNATURE_HEADER: "".join(signature.split())}
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,9 +77,14 @@ class ControlPlane:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        identity: tuple[str, str] | None = None,
     ) -> None:
+        """`identity`: (document, signature) from the IMDS (`IMDSClient.identity()`), sent
+        on the instance routes."""
         self.cluster_id = boot.cluster_id
         self.instance_id = instance_id
+        self._identity = identity_headers(*identity) if identity else {}
+        self._timeout = timeout
         # The watchdog's clock: when the control plane last answered (any HTTP answer).
         self.last_answer = time.monotonic()
         self.shutdown_after_unreachable = boot.shutdown_after_unreachable
@@ -89,10 +107,13 @@ class ControlPlane:
         body: dict[str, Any] | None = None,
         *,
         retry_for: float = 300.0,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """One call, retried on connection errors/timeouts/5xx for up to ``retry_for`` seconds
         with jittered exponential backoff. 4xx raises ControlPlaneError at once."""
         url = f"/api/v1/agent/clusters/{self.cluster_id}{path}"
+        headers = self._identity if path.startswith("/instances/") else None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retry_for
         delay = 0.1
@@ -100,7 +121,9 @@ class ControlPlane:
         while True:
             attempt += 1
             try:
-                resp = await self._http.request(method, url, json=body)
+                resp = await self._http.request(method, url, json=body, params=params,
+                                                headers=headers,
+                                                timeout=timeout or self._timeout)
             except httpx.TransportError as exc:  # connect errors, timeouts, resets
                 problem = f"{type(exc).__name__}"
             else:
@@ -140,8 +163,12 @@ class ControlPlane:
         data = await self._call("POST", "/dashboard-cert", {"ips": ips})
         return data["cert"], data["key"]
 
-    async def scheduler_address(self) -> str | None:
-        data = await self._call("GET", "/scheduler") or {}
+    async def scheduler_address(self, wait: float = 0.0) -> str | None:
+        """The scheduler's address, or None. With `wait`, the control plane answers as soon as
+        it is known, or after `wait` seconds (a long-poll: no tight polling)."""
+        params = {"wait": wait} if wait else None
+        data = await self._call("GET", "/scheduler", params=params,
+                                timeout=self._timeout + wait) or {}
         # Workers prefer the scheduler's private address when the control plane has it: on EC2,
         # traffic to a public IP leaves the VPC and no longer matches the cluster's
         # security-group-to-itself rule.

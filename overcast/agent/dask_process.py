@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from distributed.core import Status
 from distributed.metrics import time as dask_time
 
 from overcast.agent import dashboard_gate
-from overcast.agent.control import ControlPlane, ControlPlaneError, NodeTLS
+from overcast.agent.control import LONG_POLL, ControlPlane, ControlPlaneError, NodeTLS
 from overcast.agent.imds import InstanceIdentity
 from overcast.bootconfig import BootConfig
 from overcast.dashboardcred import dashboard_token
@@ -138,18 +139,26 @@ async def attach_dashboard(scheduler: Scheduler) -> None:
         logger.warning("could not start the dask dashboard: %s", exc)
 
 
-async def wait_for_scheduler(control: ControlPlane, *, max_delay: float = 1.0) -> str:
-    """Poll the control plane until the scheduler has reported ready. Short first delays: the
-    scheduler usually boots alongside the workers and is ready within a second or two."""
-    started = time.monotonic()
+async def wait_for_scheduler(control: ControlPlane, *, wait: float = LONG_POLL,
+                             max_delay: float = 1.0) -> str:
+    """Long-poll the control plane until the scheduler has reported ready: each request is
+    answered as soon as the address is known (or after `wait` seconds, then asked again). An
+    answer that comes back at once without an address (a control plane without long-polls,
+    or a cluster going away) is asked again after a growing pause, never in a tight loop."""
     delay = 0.05
     while True:
-        address = await control.scheduler_address()
+        asked = time.monotonic()
+        address = await control.scheduler_address(wait=wait)
         if address:
             return address
-        await asyncio.sleep(delay)
-        if time.monotonic() - started > 10:  # a slow scheduler: stop hammering the API
-            delay = min(delay * 1.5, max_delay)
+        if time.monotonic() - asked < wait / 2:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+def jittered(interval: float) -> float:
+    """`interval` +-20%: a thousand workers started together do not beat together."""
+    return interval * random.uniform(0.8, 1.2)
 
 
 async def start_worker(
@@ -225,7 +234,8 @@ async def supervise(
                     logger.info("control plane asked this %s to stop", node.role)
                     return "stop"
             await asyncio.wait(
-                {finished, stopped}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                {finished, stopped}, timeout=jittered(interval),
+                return_when=asyncio.FIRST_COMPLETED
             )
             if stopped.done():
                 return "signal"

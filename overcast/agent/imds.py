@@ -29,6 +29,10 @@ class InstanceIdentity:
     public_ipv4: str | None  # None when the VM has no public address (private subnet)
     availability_zone: str | None
     user_data: str
+    # The signed instance identity document and its signature: the agent's proof to the
+    # control plane of which instance it is (one user data serves a whole batch).
+    document: str | None = None
+    signature: str | None = None
 
 
 class IMDSClient:
@@ -112,6 +116,9 @@ class IMDSClient:
             public_ipv4=self.meta("public-ipv4", required=False) or None,
             availability_zone=self.meta("placement/availability-zone", required=False),
             user_data=self.user_data(),
+            document=self.get("dynamic/instance-identity/document", required=False),
+            signature=(self.get("dynamic/instance-identity/signature", required=False)
+                       or "").strip() or None,
         )
         if not ident.instance_id or not ident.local_ipv4:
             raise IMDSError("IMDS returned an empty instance-id or local-ipv4")

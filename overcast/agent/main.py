@@ -90,7 +90,11 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    control = ControlPlane(boot, ident.instance_id)
+    proof = (ident.document, ident.signature) if ident.document and ident.signature else None
+    if proof is None:
+        logger.warning("the IMDS serves no signed identity document: the control plane will "
+                       "refuse this instance's reports")
+    control = ControlPlane(boot, ident.instance_id, identity=proof)
     ship_timer = loop.call_later(LOGSHIP_START_AFTER, ship.start)
     node: Node | None = None
     try:

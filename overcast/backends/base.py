@@ -138,7 +138,9 @@ class LaunchSpec:
     user_data: str
     tags: dict[str, str]
     spot: bool
-    client_token: str  # unique per wanted instance, <= 64 ASCII chars
+    client_token: str  # unique per batch (one call), <= 64 ASCII chars
+    # How many identical instances (one user data, one reservation): all or none are made.
+    count: int = 1
 
 
 @dataclass
@@ -155,6 +157,9 @@ class InstanceInfo:
     launch_time: datetime | None = None
     # Why it stopped, e.g. "Server.SpotInstanceTermination" (a spot interruption).
     state_reason: str | None = None
+    # The client token of the launch that made it (a batch's token is on all its instances).
+    launch_token: str | None = None
+    account: str | None = None  # the cloud account it runs in, where the answer says
 
 
 @dataclass
@@ -265,8 +270,10 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def launch(self, conn: Any, specs: Sequence[LaunchSpec]) -> list[InstanceInfo]:
-        """Launch the instances (as few calls as the cloud allows); idempotent per client
-        token. On an error, those launched before it are found again by `list_instances`."""
+        """Launch the instances, one call per spec: `spec.count` instances or none (an error).
+        Idempotent per client token where the cloud is (a retry returns the same instances);
+        launched instances carry the token (`InstanceInfo.launch_token`), so those of a call
+        whose answer was lost are found again by `list_instances`. No look-up first."""
 
     @abc.abstractmethod
     def list_instances(self, conn: Any, *, cluster_id: int | None = None,

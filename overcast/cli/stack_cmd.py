@@ -159,6 +159,8 @@ def start_stack(port: int = DEFAULT_PORT, local_cloud_port: int = DEFAULT_LOCAL_
             hub = (lc_info.get("registries") or {}).get("docker_hub")
             if hub:  # the local cloud's Docker Hub stand-in (the registry's endpoint setting)
                 env["OVERCAST_DOCKER_HUB_URL"] = hub
+            if lc_info.get("identity_cert"):  # as AWS's per-region certificate is configured
+                env["OVERCAST_IDENTITY_CERTS"] = lc_info["identity_cert"]
             srv.proc = _spawn("server", ["server", "--host", "127.0.0.1", "--port", str(port)],
                               env)
         else:

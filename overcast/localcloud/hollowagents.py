@@ -4,7 +4,8 @@ project's real agent client code, many in one process and one event loop.
 For each hollow instance in the spool this runs what `overcast-agent` runs on a VM
 (overcast/agent/main.py), minus dask and log shipping:
 - identity: `IMDSClient.identity()` over the instance's spooled IMDS answers (`SpooledIMDS`;
-  paths not spooled go to the local cloud's IMDS over HTTP);
+  paths not spooled go to the local cloud's IMDS over HTTP), the signed identity document
+  included, which the played agent sends on its instance routes as a real one does;
 - boot document: `BootConfig.from_user_data` of its user data;
 - boot: `agent.main._start` (TLS material, the scheduler's dashboard certificate, the
   scheduler's address for workers, "ready") with dask's start replaced by a hollow node;
@@ -179,7 +180,10 @@ class Player:
             self.errors.append(f"{played.entry['instance_id']}: {played.outcome}")
 
     async def _agent(self, played: Played, boot: BootConfig, ident: InstanceIdentity) -> str:
-        control = ControlPlane(boot, ident.instance_id, transport=CountingTransport(self.requests))
+        # As agent.main._amain: the signed identity document proves which instance calls.
+        proof = (ident.document, ident.signature) if ident.document and ident.signature else None
+        control = ControlPlane(boot, ident.instance_id, identity=proof,
+                               transport=CountingTransport(self.requests))
         try:
             started = await agent_main._unless_stopped(agent_main._start(boot, ident, control),
                                                        played.gone)

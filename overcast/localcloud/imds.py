@@ -9,6 +9,7 @@ profile only after the instance exists.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from overcast.localcloud.identity import IdentitySigner, document
 
 # (instance id) -> (role name, credentials dict) or None when the instance has no role.
 CredentialProvider = Callable[[str], "tuple[str, dict[str, Any]] | None"]
@@ -30,13 +33,19 @@ class InstanceMetadata:
     instance_type: str = "t3.medium"
     spot_action: dict[str, str] | None = None  # set by a spot interruption notice
     extra: dict[str, str] = field(default_factory=dict)
+    # For the signed instance identity document (localcloud/identity.py).
+    account_id: str = ""
+    image_id: str = ""
+    launch_time: dt.datetime | None = None
 
 
 class MetadataService:
     def __init__(self, port: int = 4598, host: str = "127.0.0.1",
-                 credentials: CredentialProvider | None = None) -> None:
+                 credentials: CredentialProvider | None = None,
+                 signer: IdentitySigner | None = None) -> None:
         self.instances: dict[str, InstanceMetadata] = {}
         self.credentials = credentials
+        self.signer = signer or IdentitySigner()  # signs identity documents, as EC2 does
         self._tokens: set[str] = set()
         self._lock = threading.Lock()
         service = self
@@ -90,6 +99,8 @@ class MetadataService:
             ctype = "application/octet-stream" if isinstance(meta.user_data, bytes) else (
                 "text/plain")
             return 200, ctype, meta.user_data
+        if path.startswith("dynamic/instance-identity/"):
+            return self._identity(meta, path[len("dynamic/instance-identity/"):])
         if not path.startswith("meta-data"):
             return 404, "text/plain", "not found"
         item = path[len("meta-data"):].strip("/")
@@ -122,6 +133,21 @@ class MetadataService:
                 return 200, "text/plain", role
             if rest == role:
                 return 200, "application/json", json.dumps(creds)
+        return 404, "text/plain", "not found"
+
+
+    def identity_document(self, meta: InstanceMetadata) -> str:
+        return document(account_id=meta.account_id, instance_id=meta.instance_id,
+                        region=meta.availability_zone[:-1], zone=meta.availability_zone,
+                        image_id=meta.image_id, instance_type=meta.instance_type,
+                        private_ip=meta.local_ipv4, pending_time=meta.launch_time)
+
+    def _identity(self, meta: InstanceMetadata, item: str) -> tuple[int, str, str]:
+        text = self.identity_document(meta)
+        if item == "document":
+            return 200, "text/plain", text
+        if item == "signature":
+            return 200, "text/plain", self.signer.sign(text)
         return 404, "text/plain", "not found"
 
 

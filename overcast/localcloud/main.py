@@ -18,6 +18,7 @@ from overcast.localcloud import motofixes, motoimages, motoserver, motospeed
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
 from overcast.localcloud.hollow import spool_dir
+from overcast.localcloud.identity import IdentitySigner
 from overcast.localcloud.imds import MetadataService
 from overcast.localcloud.registries import Registries
 from overcast.localcloud.runner import Runner, WakeOnPost
@@ -71,7 +72,10 @@ class LocalCloud:
         motoserver.allow_anonymous_public_reads()
         motofixes.apply()
         motospeed.apply()
-        self.imds = MetadataService(port=imds_port)
+        # Its identity-document key lives in the run dir (the control plane is configured
+        # with its certificate, OVERCAST_IDENTITY_CERTS), in memory without state files.
+        self.signer = IdentitySigner(settings.run_dir() if write_state else None)
+        self.imds = MetadataService(port=imds_port, signer=self.signer)
         self.imds_url = self.imds.start()
         # Labels this local cloud's containers: it removes exactly those when it stops.
         self.cloud_id = secrets.token_hex(4)
@@ -106,6 +110,7 @@ class LocalCloud:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
                                        "pid": os.getpid(), "enforce_iam": enforce_iam,
+                                       "identity_cert": str(self.signer.cert_path),
                                        "registries": self.registries.state(),
                                        "hollow": self.hollow_spool and str(self.hollow_spool)}))
             tmp.replace(path)

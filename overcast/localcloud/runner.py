@@ -115,10 +115,13 @@ class Runner:
         """Give an instance its loopback address and IMDS entry; returns the address."""
         address = self.addresses.get(inst.id) or self._next_address()
         self.addresses[inst.id] = address
+        account = self._where.get(inst.id, ("", ""))[0] or getattr(backend, "account_id", "")
         self.imds.register(InstanceMetadata(instance_id=inst.id, user_data=user_data,
                                             local_ipv4=address,
                                             availability_zone=inst.placement.zone,
-                                            instance_type=inst.instance_type))
+                                            instance_type=inst.instance_type,
+                                            account_id=account, image_id=inst.image_id,
+                                            launch_time=_launch_time(inst)))
         self._roles[inst.id] = self._role(inst.id)
         return address
 
@@ -212,6 +215,15 @@ class Runner:
         if found is None or not found.iam_instance_profile.roles:
             return None
         return found.iam_instance_profile.roles[0]
+
+
+def _launch_time(inst: Any) -> dt.datetime | None:
+    """moto keeps the launch time as an ISO string."""
+    raw = getattr(inst, "launch_time", None)
+    try:
+        return dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
 
 
 class WakeOnPost:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from overcast import reachability
 from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
-from overcast.reconciler import images
+from overcast.reconciler import batches, images
 from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
@@ -164,10 +164,11 @@ class ClusterMachine:
         actual = self.view.instances(target, cluster)
         by_aws = {r.aws_id: r for r in cluster.instances if r.aws_id}
         by_row = {str(r.id): r for r in cluster.instances}
+        unrecorded = batches.Unrecorded(cluster)  # batches whose answer a crash lost
         for aws_id, info in actual.items():
             if aws_id in by_aws or info.state in AWS_GONE:
                 continue
-            row = by_row.get(info.tags.get(INSTANCE_ROW_TAG, ""))
+            row = unrecorded.take(info) or by_row.get(info.tags.get(INSTANCE_ROW_TAG, ""))
             if row is None or row.aws_id:
                 row = Instance(cluster_id=cluster.id, role=info.role or "worker",
                                instance_type="unknown", state="launched")
@@ -176,8 +177,10 @@ class ClusterMachine:
                                                              info.spot)
             if row.state == "requested":
                 row.state = "launched"
+            cluster.aws_account_id = cluster.aws_account_id or info.account
             notify(session, cluster.account_id, "instance-adopted",
                    f"Found {row.role} {aws_id} in AWS and adopted it", cluster=cluster)
+        unrecorded.settle()
         for row in cluster.instances:
             if row.state not in LIVE or not row.aws_id:
                 continue
@@ -257,11 +260,12 @@ class ClusterMachine:
         if not self.quota.ready(cluster.id):
             return  # a quota is reached: scaling waits (backoff) while what runs keeps running
         pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
-        for row in pending:
-            if not self._launch_row(session, cluster, target, infra, opts, row):
-                return  # the cluster moved zone: the next pass launches there
+        for batch in batches.plan(pending):
+            if not self._launch_batch(session, cluster, target, infra, opts, batch):
+                return  # waiting (image, quota), or the cluster moved zone: a later pass
 
-    def _launch_row(self, session, cluster, target, infra, opts, row: Instance) -> bool:
+    def _launch_batch(self, session, cluster, target, infra, opts, batch: batches.Batch) -> bool:
+        """One launch call for the batch's rows. False: stop launching in this pass."""
         try:
             image = self._image(session, cluster, target)
         except images.WaitingForImage:
@@ -270,44 +274,71 @@ class ClusterMachine:
             cluster.started_at = utcnow()
             session.commit()
             return False
+        token = batches.start(cluster, batch)
+        session.commit()  # the token is recorded before the call: a crash finds the batch
         try:
-            info = launch(self.provider, target, infra, cluster, row, image,
-                          self.control_plane, opts, cluster.security_group_id,
-                          self.control_plane_ca)
+            infos = launch(self.provider, target, infra, cluster, batch.rows, token, image,
+                           self.control_plane, opts, cluster.security_group_id,
+                           self.control_plane_ca)
         except CapacityError as exc:
-            if row.spot and opts.spot_on_demand_fallback:
-                row.spot = False
-                notify(session, cluster.account_id, "spot-fallback",
-                       f"No spot capacity ({exc}); launching on-demand", level="warning",
-                       cluster=cluster)
-                session.commit()
-                return self._launch_row(session, cluster, target, infra, opts, row)
-            try:
-                leaving = self.zones.fail_over(session, cluster, target, opts, row, exc)
-            except PlacementError as exhausted:
-                if cluster.state != "running":
-                    raise
-                # No zone has room for one more worker now: what runs keeps running.
-                self.zones.forget(cluster.id)
-                row.zone = cluster.zone
-                self.quota.hold(session, cluster, "capacity-waiting",
-                                f"{exhausted} The cluster keeps running; overcast tries "
-                                "again later.")
-                return False
-            if leaving:
-                self.provider.terminate(target.ctx, leaving)
-            return False
+            batches.forget(batch)  # refused: nothing was made
+            return self._no_capacity(session, cluster, target, infra, opts, batch, exc)
         except QuotaExceeded as exc:
+            batches.forget(batch)
             self.quota.hit(session, cluster, exc)
             return False
         self.quota.cleared(cluster.id)
-        row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
-        row.state = "booting" if info.state == "running" else "launched"
-        notify(session, cluster.account_id, f"{row.role}-launched",
-               f"{row.role.capitalize()} {info.aws_id} launched ({row.instance_type}"
-               f"{', spot' if row.spot else ''}) in {info.zone}", cluster=cluster)
+        self.view.note_launched(cluster.id, infos)
+        # Agents' identity documents must name this account (server/identity.py).
+        cluster.aws_account_id = cluster.aws_account_id or next(
+            (i.account for i in infos if i.account), None)
+        pairs = batches.assign(cluster, batch, infos)
+        for row, info in pairs:
+            row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
+            row.state = "booting" if info.state == "running" else "launched"
+        first = batch.first
+        ids = [info.aws_id for _, info in pairs]
+        what = f"{len(ids)} {first.role}s" if len(ids) > 1 else first.role.capitalize()
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        notify(session, cluster.account_id, f"{first.role}-launched",
+               f"{what} {shown} launched ({first.instance_type}"
+               f"{', spot' if first.spot else ''}) in {pairs[0][1].zone if pairs else '?'}",
+               cluster=cluster)
         session.commit()
         return True
+
+    def _no_capacity(self, session, cluster, target, infra, opts, batch: batches.Batch,
+                     exc: CapacityError) -> bool:
+        """Spot falls back to on-demand, else the batch (a starting cluster: all of it) moves
+        to the next zone with capacity (placement.py)."""
+        first = batch.first
+        if first.spot and opts.spot_on_demand_fallback:
+            for row in batch.rows:
+                row.spot = False
+            notify(session, cluster.account_id, "spot-fallback",
+                   f"No spot capacity ({exc}); launching on-demand", level="warning",
+                   cluster=cluster)
+            session.commit()
+            return self._launch_batch(session, cluster, target, infra, opts, batch)
+        try:
+            leaving = self.zones.fail_over(session, cluster, target, opts, first, exc)
+        except PlacementError as exhausted:
+            if cluster.state != "running":
+                raise
+            # No zone has room for more workers now: what runs keeps running.
+            self.zones.forget(cluster.id)
+            for row in batch.rows:
+                row.zone = cluster.zone
+            self.quota.hold(session, cluster, "capacity-waiting",
+                            f"{exhausted} The cluster keeps running; overcast tries "
+                            "again later.")
+            return False
+        for row in batch.rows:  # a running cluster moves only this batch
+            row.zone = first.zone
+        session.commit()
+        if leaving:
+            self.provider.terminate(target.ctx, leaving)
+        return False
 
     def _finish_removed(self, session, cluster, target) -> None:
         """Terminate the workers the scale API was told to remove (Adaptive retired them on
@@ -361,6 +392,7 @@ class ClusterMachine:
         cluster.state, cluster.stopped_at = cluster.final_state, utcnow()
         self.zones.forget(cluster.id)
         self.quota.forget(cluster.id)
+        self.view.forget(cluster.id)
         level = "error" if cluster.state == "error" else "info"
         notify(session, cluster.account_id, f"cluster-{cluster.state}",
                f"Cluster {cluster.state}" + (f": {cluster.reason}" if cluster.reason else ""),

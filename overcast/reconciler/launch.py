@@ -1,4 +1,8 @@
-"""Turning an Instance row into an EC2 instance: subnet, type, user data, tags, spot."""
+"""Turning a batch of Instance rows into EC2 instances: subnet, type, user data, tags, spot.
+
+One user data serves the whole batch (and every instance of the role): the agent learns which
+instance it is from the IMDS and proves it with the signed identity document (identity.py).
+"""
 
 from __future__ import annotations
 
@@ -10,19 +14,17 @@ from overcast.reconciler.contexts import Target
 from overcast.reconciler.infra import Infra
 from overcast.store.models import Cluster, Instance
 
+# Instances launched one per row (before batches) carry their row id; still adopted by it.
 INSTANCE_ROW_TAG = "overcast:instance"
+# Heartbeat intervals (boot document): a worker's beat says only "alive" (1,000 workers: 67
+# requests/s); the scheduler's carries the activity the idle/no-client timeouts act on.
+HEARTBEAT_INTERVAL = {"scheduler": 5.0, "worker": 15.0}
 
 
-def client_token(cluster: Cluster, row: Instance) -> str:
-    # Same row, same token: a retried RunInstances after a crash does not launch twice.
-    return f"overcast-{cluster.id}-{row.id}"
-
-
-def instance_tags(cluster: Cluster, row: Instance) -> dict[str, str]:
+def instance_tags(cluster: Cluster, role: str) -> dict[str, str]:
     slug = cluster.account.slug
     return tags.resource_tags(slug, cluster.id, **{
-        tags.ROLE: row.role, INSTANCE_ROW_TAG: str(row.id),
-        "Name": f"overcast-{slug}-{cluster.name}-{row.role}"})
+        tags.ROLE: role, "Name": f"overcast-{slug}-{cluster.name}-{role}"})
 
 
 def boot_config(cluster: Cluster, row: Instance, control_plane: str,
@@ -32,12 +34,15 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
                       cluster_token=crypto.decrypt(cluster.token_encrypted), role=row.role,
                       log_group=cluster.account.slug, region=cluster.region,
                       worker_resources=resources, control_plane_ca=control_plane_ca,
+                      heartbeat_interval=HEARTBEAT_INTERVAL[row.role],
                       shutdown_after_unreachable=opts.shutdown_after_unreachable)
 
 
-def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instance,
-           image_id: str, control_plane: str, opts: ClusterOptions,
-           security_group_id: str, control_plane_ca: str | None = None) -> InstanceInfo:
+def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[Instance],
+           token: str, image_id: str, control_plane: str, opts: ClusterOptions,
+           security_group_id: str, control_plane_ca: str | None = None) -> list[InstanceInfo]:
+    """One call for the batch `rows` (alike: role, zone, type, spot): all of them or an error."""
+    row = rows[0]
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
@@ -48,5 +53,6 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instan
         # A cloud-init document: cloud-init writes the boot document, then starts the agent.
         user_data=boot_config(cluster, row, control_plane, opts,
                               control_plane_ca).to_cloud_init(),
-        tags=instance_tags(cluster, row), spot=row.spot, client_token=client_token(cluster, row))
-    return provider.launch(target.ctx, [spec])[0]
+        tags=instance_tags(cluster, row.role), spot=row.spot, client_token=token,
+        count=len(rows))
+    return provider.launch(target.ctx, [spec])

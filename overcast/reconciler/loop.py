@@ -92,8 +92,9 @@ class Reconciler:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.leadership.release()
 
-    def wake(self) -> None:
-        self.machine.view.invalidate()  # something changed: look at AWS again at once
+    def wake(self, look: bool = True) -> None:
+        if look:  # something changed in AWS (a request): look again at once
+            self.machine.view.invalidate()
         for _, wake in self._loops.values():
             wake.set()
 

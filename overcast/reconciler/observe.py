@@ -10,6 +10,12 @@ their own per-cluster look: they need every change at once, terminated instances
 A snapshot that lacks an instance the database has live (terminated: by AWS, spot, a person)
 is no verdict: that cluster is looked at on its own, with terminated instances, so a spot
 interruption is still told from a failure.
+
+The per-cluster look of a cluster on its way is made again at most every `BUSY_LOOK` seconds
+(instances it launches are added to it at once): passes run every 0.25 s while a cluster
+starts, and each agent's report wakes one, so a look per pass would cost thousands of
+describes for a large cluster. It is made at once when a row waits on a batch whose answer
+was not recorded (batches.py), or a row has an instance the last look did not have.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import threading
 
 from overcast import clock, tags
 from overcast.backends.base import InstanceInfo
+from overcast.reconciler import batches
 from overcast.reconciler.contexts import Target
 from overcast.store.models import Cluster
 
 RESYNC = float(os.environ.get("OVERCAST_RESYNC_SECONDS", 30.0))
+BUSY_LOOK = float(os.environ.get("OVERCAST_BUSY_LOOK_SECONDS", 5.0))
 SETTLED = ("ready", "terminated", "failed")
+LIVE = ("requested", "launched", "booting", "ready")
 
 
 class AccountView:
@@ -33,6 +42,8 @@ class AccountView:
         self._snapshots: dict[tuple, tuple[float, int, dict[str, dict[str, InstanceInfo]]]] = {}
         self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
+        # cluster id -> (when, what its own look saw + what it launched since)
+        self._looks: dict[int, tuple[float, dict[str, InstanceInfo]]] = {}
 
     def invalidate(self) -> None:
         self.generation += 1
@@ -44,8 +55,32 @@ class AccountView:
             live = {r.aws_id for r in cluster.instances if r.aws_id and r.state == "ready"}
             if live <= seen.keys():
                 return seen
-        return {i.aws_id: i for i in self.provider.list_instances(
+        return self._cluster_look(target, cluster)
+
+    def note_launched(self, cluster_id: int, infos: list[InstanceInfo]) -> None:
+        """Instances just launched belong to the cluster's current look (none is missing)."""
+        with self._lock:
+            look = self._looks.get(cluster_id)
+            if look is not None:
+                look[1].update({i.aws_id: i for i in infos})
+
+    def forget(self, cluster_id: int) -> None:
+        with self._lock:
+            self._looks.pop(cluster_id, None)
+
+    def _cluster_look(self, target: Target, cluster: Cluster) -> dict[str, InstanceInfo]:
+        with self._lock:
+            made, seen = self._looks.get(cluster.id, (-1e18, {}))
+        live = {r.aws_id for r in cluster.instances if r.aws_id and r.state in LIVE}
+        if clock.monotonic() - made < BUSY_LOOK and live <= seen.keys() \
+                and not batches.needs_look(cluster):
+            return dict(seen)
+        started = clock.monotonic()
+        seen = {i.aws_id: i for i in self.provider.list_instances(
             target.ctx, cluster_id=cluster.id, include_terminated=True)}
+        with self._lock:
+            self._looks[cluster.id] = (started, seen)
+        return dict(seen)
 
     @staticmethod
     def _settled(cluster: Cluster) -> bool:

@@ -19,8 +19,10 @@ def _env_seconds(name: str, default: float) -> float:
 class Timeouts:
     start: float = field(default_factory=lambda: _env_seconds("OVERCAST_START_TIMEOUT", 300))
     boot: float = field(default_factory=lambda: _env_seconds("OVERCAST_BOOT_TIMEOUT", 180))
+    # Workers beat every 15 s +-20% and beats are written in 2 s batches: 60 s is three
+    # missed beats (docs/liveness.md).
     heartbeat: float = field(default_factory=lambda: _env_seconds("OVERCAST_HEARTBEAT_TIMEOUT",
-                                                                  30))
+                                                                  60))
 
     # Counts only time the control plane was up (liveness.py); None: plain wall time.
     liveness: Liveness | None = None

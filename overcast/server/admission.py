@@ -74,6 +74,8 @@ class Admission:
                 release()
             await send(message)
 
+        # A long-poll gives its slot back while it only waits (server/scheduler_watch.py).
+        scope["overcast.release_slot"] = release
         try:
             await self.app(scope, receive, send_wrapper)
         finally:

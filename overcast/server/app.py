@@ -20,8 +20,10 @@ from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
 from overcast.server.api import backend as backend_api
 from overcast.server.api import envs as envs_api
+from overcast.server.heartbeats import Heartbeats
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
+from overcast.server.scheduler_watch import SchedulerWatch
 from overcast.server.usage import LastUsed
 from overcast.store.db import Database
 
@@ -37,6 +39,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     reconciler = Reconciler(db, control_plane_url, control_plane_ca=control_plane_ca) \
         if run_reconciler else None
     last_used = LastUsed(db)
+    heartbeats = Heartbeats(db)
     gate = Gate(settings.api_concurrency())
 
     @asynccontextmanager
@@ -44,18 +47,22 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
         # Worker threads: the admitted requests, the list cache's lane, the event streams' polls.
         to_thread.current_default_thread_limiter().total_tokens = gate.slots + listcache.LANE + 8
         last_used.start()
+        heartbeats.start()
         if reconciler:
             reconciler.start()
         yield
         if reconciler:
             reconciler.stop()
         last_used.stop()  # writes the last batch of token uses
+        heartbeats.stop()  # and of heartbeats
 
     app = FastAPI(title="overcast", version="0.1.0", lifespan=lifespan,
                   openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs")
     app.state.db = db
     app.state.reconciler = reconciler
     app.state.last_used = last_used
+    app.state.heartbeats = heartbeats
+    app.state.scheduler_watch = SchedulerWatch(db)
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)

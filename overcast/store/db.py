@@ -20,7 +20,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # Connections used outside API requests: the reconciler's threads, the last-used flusher,
 # event streams' polls. The pool is the API's admitted requests plus these, so an admitted
 # request never waits on the pool (overcast.server.admission).
-BACKGROUND_CONNECTIONS = 8  # reconciler: 2 loops + 4 step threads; flusher; streams
+# reconciler: 2 loops + 4 step threads; flushers (last use, heartbeats); the scheduler
+# long-poll's watcher; streams
+BACKGROUND_CONNECTIONS = 10
 BUSY_TIMEOUT_MS = 30_000
 
 

@@ -123,6 +123,9 @@ class Cluster(Base):
     name: Mapped[str] = mapped_column(String(64))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     region: Mapped[str] = mapped_column(String(32))
+    # The AWS account its instances run in (from the first launch's answer): an agent's
+    # identity document must name it (server/identity.py).
+    aws_account_id: Mapped[str | None] = mapped_column(String(32))
     zone: Mapped[str | None] = mapped_column(String(32))
     n_workers: Mapped[int] = mapped_column(Integer, default=0)
     # What the user asked ("running" | "stopped"): written by the API. `state` is what the
@@ -160,6 +163,10 @@ class Instance(Base):
     zone: Mapped[str | None] = mapped_column(String(32))
     subnet_id: Mapped[str | None] = mapped_column(String(64))
     spot: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The ClientToken of the batch RunInstances this row is launched in, committed before the
+    # call; set with no aws_id after a pass means the call's result was never recorded (a
+    # crash): the instances are found again by the token's tag (reconciler/batches.py).
+    launch_token: Mapped[str | None] = mapped_column(String(64))
     # Observed: written only by the reconciler. desired_state "stopped": the user removed it
     # (scale with `remove`); reported_*: what its agent said (ready, failed), applied by the
     # reconciler on its next pass.

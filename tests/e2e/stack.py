@@ -114,6 +114,8 @@ class Stack:
         hub = (cloud.get("registries") or {}).get("docker_hub")
         if hub:  # the local cloud's Docker Hub stand-in
             self.server_env["OVERCAST_DOCKER_HUB_URL"] = hub
+        if cloud.get("identity_cert"):  # what signs its instance identity documents
+            self.server_env["OVERCAST_IDENTITY_CERTS"] = cloud["identity_cert"]
         extra = ("--deployment-id", self.deployment_id) if self.deployment_id else ()
         self.server = Proc(name, cli("server", "--port", str(self.server_port), *extra),
                            self.server_env, self.home)

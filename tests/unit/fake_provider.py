@@ -71,6 +71,8 @@ class FakeProvider(base.Provider):
         self.accounts: dict[str, base.AccountInfra] = {}
         self.faults: list[Fault] = []
         self.calls: list[str] = []
+        # False: like moto, which ignores ClientToken (only the token's tag finds a batch).
+        self.honours_client_token = True
         self._ids = itertools.count(1)
 
     # --- faults ---------------------------------------------------------------------------
@@ -184,19 +186,21 @@ class FakeProvider(base.Provider):
         out = []
         for spec in specs:
             self._enter("launch", int(spec.tags.get(T.CLUSTER, "0")))
-            found = [i for i in self.instances.values()
-                     if i.info.tags.get(LAUNCH_TOKEN) == spec.client_token]
-            if found:
-                out.append(found[0].info)
+            found = [i.info for i in self.instances.values()
+                     if i.info.launch_token == spec.client_token]
+            if found and self.honours_client_token:  # EC2: a retry returns the same ones
+                out.extend(found)
                 continue
-            aws_id = f"i-{next(self._ids):08x}"
             zone = next(z for z in ZONES if spec.subnet_id.endswith(z[-1]))
-            info = base.InstanceInfo(
-                aws_id=aws_id, state="running", zone=zone, subnet_id=spec.subnet_id,
-                role=spec.role, spot=spec.spot, private_ip="10.0.0.1", public_ip=None,
-                tags={**spec.tags, T.ROLE: spec.role, LAUNCH_TOKEN: spec.client_token})
-            self.instances[aws_id] = FakeInstance(info, spec)
-            out.append(info)
+            for _ in range(spec.count):
+                aws_id = f"i-{next(self._ids):08x}"
+                info = base.InstanceInfo(
+                    aws_id=aws_id, state="running", zone=zone, subnet_id=spec.subnet_id,
+                    role=spec.role, spot=spec.spot, private_ip="10.0.0.1", public_ip=None,
+                    tags={**spec.tags, T.ROLE: spec.role, LAUNCH_TOKEN: spec.client_token},
+                    launch_token=spec.client_token, account="123456789012")
+                self.instances[aws_id] = FakeInstance(info, spec)
+                out.append(info)
         return out
 
     def list_instances(self, conn, *, cluster_id=None, account=None,

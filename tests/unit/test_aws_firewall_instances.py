@@ -104,7 +104,7 @@ def register_image(ctx, name):
     )["ImageId"]
 
 
-def spec(ctx, net, sg, *, role="worker", spot=False, token="tok-1"):
+def spec(ctx, net, sg, *, role="worker", spot=False, token="tok-1", count=1):
     return instances.LaunchSpec(
         role=role,
         subnet_id=net.private_subnets[ZONE] if role == "worker" else net.public_subnets[ZONE],
@@ -116,6 +116,7 @@ def spec(ctx, net, sg, *, role="worker", spot=False, token="tok-1"):
         tags=T.resource_tags("alice", 7, Name=f"overcast-alice-demo-{role}"),
         spot=spot,
         client_token=token,
+        count=count,
     )
 
 
@@ -124,10 +125,10 @@ def test_launch_spot_idempotent_and_tagged(ctx, net):
         ctx, net.vpc_id, "alice", 7, "demo", [8786], "0.0.0.0/0"
     )
     s = spec(ctx, net, sg, spot=True)
-    info = instances.launch(ctx, s)
+    [info] = instances.launch(ctx, s)
     assert info.spot and info.role == "worker" and info.zone == ZONE
     assert info.subnet_id == net.private_subnets[ZONE]
-    assert instances.launch(ctx, s).aws_id == info.aws_id
+    assert info.launch_token == "tok-1"
     ec2 = ctx.client("ec2")
     described = ec2.describe_instances(InstanceIds=[info.aws_id])["Reservations"][0]["Instances"][0]
     assert described["InstanceLifecycle"] == "spot"
@@ -139,7 +140,7 @@ def test_launch_spot_idempotent_and_tagged(ctx, net):
     volumes = ec2.describe_volumes(Filters=T.filters({T.CLUSTER: "7"}))["Volumes"]
     assert len(volumes) == 1
 
-    on_demand = instances.launch(ctx, spec(ctx, net, sg, role="scheduler", token="tok-2"))
+    [on_demand] = instances.launch(ctx, spec(ctx, net, sg, role="scheduler", token="tok-2"))
     assert not on_demand.spot and on_demand.public_ip
     assert {i.aws_id for i in instances.list_cluster_instances(ctx, 7)} == {
         info.aws_id,
@@ -158,6 +159,31 @@ def test_launch_spot_idempotent_and_tagged(ctx, net):
     assert instances.terminate(ctx, []) == []
 
 
+def test_a_batch_is_one_run_instances_and_no_look_up(ctx, net):
+    sg = firewall.ensure_cluster_security_group(
+        ctx, net.vpc_id, "alice", 8, "demo", [8786], "0.0.0.0/0"
+    )
+    s = spec(ctx, net, sg, token="tok-batch", count=5)
+    calls: list[str] = []
+    for retry in (True, False):
+        ctx.client("ec2", retry=retry).meta.events.register(
+            "before-call.ec2.*", lambda model, **_: calls.append(model.name))
+    batch = instances.launch(ctx, s)
+    assert calls == ["RunInstances"]  # no DescribeInstances first
+    assert len({i.aws_id for i in batch}) == 5
+    assert {i.launch_token for i in batch} == {"tok-batch"}
+    reservations = ctx.client("ec2").describe_instances(
+        InstanceIds=[i.aws_id for i in batch])["Reservations"]
+    assert len(reservations) == 1  # one call, one reservation, one user data
+    # Found again by its token's tag (what a control plane that crashed before recording
+    # the answer does).
+    listed = instances.list_cluster_instances(ctx, 7)  # spec() tags cluster 7
+    assert {i.aws_id for i in listed if i.launch_token == "tok-batch"} == \
+        {i.aws_id for i in batch}
+    with pytest.raises(ValueError, match="count"):
+        instances.launch(ctx, spec(ctx, net, sg, token="tok-0", count=0))
+
+
 def test_instance_types(ctx):
     types = instances.instance_types(ctx, ["t3.medium", "g4dn.xlarge"])
     assert types["t3.medium"] == instances.TypeInfo("t3.medium", 2, 4096, 0)
@@ -170,7 +196,7 @@ def test_another_deployment_sees_none_of_our_instances_or_groups(ctx, net, monke
     sg = firewall.ensure_cluster_security_group(
         ctx, net.vpc_id, "alice", 7, "demo", [8786], "0.0.0.0/0"
     )
-    info = instances.launch(ctx, spec(ctx, net, sg))
+    [info] = instances.launch(ctx, spec(ctx, net, sg))
     assert T.from_aws(ctx.client("ec2").describe_tags(Filters=[
         {"Name": "resource-id", "Values": [info.aws_id]}])["Tags"])[T.DEPLOYMENT] == \
         T.deployment_id()

@@ -78,7 +78,7 @@ def _cluster(ctx, ports=(22, 8786, 8787)):
     sg = firewall.ensure_cluster_security_group(
         ctx, net.vpc_id, "alice", 1, "demo", list(ports), "0.0.0.0/0"
     )
-    info = instances.launch(
+    [info] = instances.launch(
         ctx,
         instances.LaunchSpec(
             "scheduler",

@@ -39,7 +39,7 @@ def make_account(ctx, slug, owner):
         False,
         f"tok-{slug}",
     )
-    return instances.launch(ctx, spec)
+    return instances.launch(ctx, spec)[0]
 
 
 def test_teardown_account(ctx):

@@ -15,6 +15,7 @@ from overcast.server.auth import issue_token
 from overcast.server.bootstrap import create_user, ensure_first_user
 from overcast.store.db import Database
 from overcast.store.models import Cluster, Instance
+from tests.unit.identity_docs import Identities
 
 pytestmark = pytest.mark.timeout(60)
 BARE = "https://127.10.0.3:8787/status"
@@ -33,6 +34,7 @@ def api(tmp_path, monkeypatch):
     client.db, client.slug = db, slug
     client.alice = {"Authorization": f"Bearer {token}"}
     client.bob = {"Authorization": f"Bearer {bob_token}"}
+    client.identities = Identities(tmp_path, monkeypatch)
     return client
 
 
@@ -51,7 +53,8 @@ def ready_cluster(api) -> tuple[int, str, str]:
         s.add(Instance(cluster_id=cluster.id, role="scheduler", aws_id="i-dash",
                        instance_type="m6i.large", state="booting"))
     r = api.post(f"/api/v1/agent/clusters/{created['id']}/instances/i-dash/ready",
-                 headers={"Authorization": f"Bearer {cluster_token}"},
+                 headers={"Authorization": f"Bearer {cluster_token}",
+                          **api.identities.headers("i-dash")},
                  json={"address": "tls://127.10.0.3:8786", "dashboard_address": BARE})
     assert r.status_code == 200, r.text
     return created["id"], dashboard_token(cluster_token), cluster_token

@@ -1,8 +1,9 @@
-"""Instances: find the agent image, launch one VM per call, list, terminate, describe types."""
+"""Instances: find the agent image, launch a batch per call, list, terminate, describe types."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,31 +35,35 @@ def _info(inst: dict[str, Any]) -> InstanceInfo:
         tags=tags,
         launch_time=inst.get("LaunchTime"),
         state_reason=(inst.get("StateReason") or {}).get("Code"),
+        launch_token=tags.get(LAUNCH_TOKEN),
     )
 
 
 def _describe(ec2: Any, filters: list[dict]) -> list[InstanceInfo]:
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
-    found = [_info(i) for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    found = [replace(_info(i), account=r.get("OwnerId"))
+             for page in pages for r in page["Reservations"] for i in r["Instances"]]
     return sorted(found, key=lambda i: (i.launch_time or datetime.min, i.aws_id))
 
 
 @wrap
-def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
-    """Launch one instance; calling again with the same client_token returns the same one."""
+def launch(ctx: AwsContext, spec: LaunchSpec) -> list[InstanceInfo]:
+    """Launch `spec.count` instances in one RunInstances, all or none (MinCount = MaxCount:
+    EC2 answers a shortage with InsufficientInstanceCapacity rather than fewer instances, and
+    moto takes MinCount as the count). No look-up first: the ClientToken makes a retry return
+    the same reservation on EC2, and the token's tag lets the reconciler find a batch whose
+    answer it never recorded (moto ignores ClientToken)."""
     if not spec.client_token or len(spec.client_token) > 64:
         raise ValueError("client_token must be 1..64 characters")
-    ec2 = ctx.client("ec2")
-    existing = _describe(ec2, T.filters({LAUNCH_TOKEN: spec.client_token}))
-    if existing:
-        return existing[0]
+    if spec.count < 1:
+        raise ValueError("count must be at least 1")
     tags = {T.MANAGED: "true", T.DEPLOYMENT: T.deployment_id(), **spec.tags,
             T.ROLE: spec.role, LAUNCH_TOKEN: spec.client_token}
     kwargs: dict[str, Any] = {
         "ImageId": spec.image_id,
         "InstanceType": spec.instance_type,
-        "MinCount": 1,
-        "MaxCount": 1,
+        "MinCount": spec.count,
+        "MaxCount": spec.count,
         "SubnetId": spec.subnet_id,
         "SecurityGroupIds": [spec.security_group_id],
         "UserData": spec.user_data,  # boto3 base64-encodes it
@@ -85,8 +90,10 @@ def launch(ctx: AwsContext, spec: LaunchSpec) -> InstanceInfo:
         }
     # One attempt: a capacity error goes straight back to the reconciler, which moves to
     # another zone; anything transient is retried by its next pass (same ClientToken).
-    inst = ctx.client("ec2", retry=False).run_instances(**kwargs)["Instances"][0]
-    return _info(inst)
+    answer = ctx.client("ec2", retry=False).run_instances(**kwargs)
+    # The answer's instances may lack the tags on some EC2 versions: the token is ours anyway.
+    return [replace(_info(i), launch_token=spec.client_token, account=answer.get("OwnerId"))
+            for i in answer["Instances"]]
 
 
 @wrap

@@ -119,12 +119,12 @@ class AwsProvider(base.Provider):
 
     def launch(self, conn: AwsContext, specs: Sequence[base.LaunchSpec]
                ) -> list[base.InstanceInfo]:
-        # One RunInstances per spec: each has its own ClientToken, subnet and market, and a
-        # capacity error must name the one that failed (the reconciler moves only that one).
+        # One RunInstances per spec (a batch of `count` alike instances): each has its own
+        # ClientToken, subnet and market, and a capacity error names the batch that failed.
         out = []
         for spec in specs:
             try:
-                out.append(instances.launch(conn, spec))
+                out.extend(instances.launch(conn, spec))
             except QuotaExceeded as exc:
                 quota = quota_for_type(exc.quota, spec.instance_type, spec.spot)
                 raise QuotaExceeded(exc.message.replace(exc.quota, quota), quota,

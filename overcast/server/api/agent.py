@@ -1,4 +1,9 @@
-"""Routes the agent on each VM calls, authenticated by its cluster's token."""
+"""Routes the agent on each VM calls, authenticated by its cluster's token; the instance routes
+also by the VM's signed identity document (server/identity.py).
+
+Quiet by design: the scheduler address is a long-poll that waits in the event loop
+(server/scheduler_watch.py), and heartbeats are only noted, then written in batches
+(server/heartbeats.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +11,18 @@ import ipaddress
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from anyio import to_thread
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from overcast import crypto
 from overcast.security import issue_dashboard_cert
+from overcast.server import identity
 from overcast.server.api.clusters import wake
 from overcast.server.auth import bearer, db_session, tokens_match
+from overcast.server.scheduler_watch import MAX_WAIT, answer_of, release_slot, settled
 from overcast.server.validation import fits_db
 from overcast.store.models import Cluster, Instance, utcnow
 from overcast.store.notify import notify
@@ -33,7 +41,12 @@ def agent_cluster(cluster_id: int, request: Request,
     return cluster
 
 
-def cluster_instance(session: Session, cluster: Cluster, aws_id: str) -> Instance:
+def cluster_instance(session: Session, cluster: Cluster, aws_id: str,
+                     request: Request | None = None) -> Instance:
+    """The instance row of `aws_id`; with `request`, only once its identity document proves
+    the caller is that instance (403 otherwise)."""
+    if request is not None:
+        identity.require(request, cluster, aws_id)
     row = session.scalar(select(Instance).where(Instance.cluster_id == cluster.id,
                                                 Instance.aws_id == aws_id))
     if row is None and cluster.state not in GONE_STATES:
@@ -92,17 +105,31 @@ def dashboard_cert(body: DashboardCertRequest,
     return {"cert": cert, "key": key}
 
 
+def _scheduler_answer(request: Request, cluster_id: int) -> dict:
+    """The bearer's check and the current answer, in a short session of its own."""
+    with request.app.state.db.session() as session:
+        return answer_of(agent_cluster(cluster_id, request, session))
+
+
 @router.get("/scheduler")
-def scheduler_address(cluster: Cluster = Depends(agent_cluster)) -> dict:
-    return {"address": cluster.scheduler_address,
-            "internal_address": cluster.scheduler_internal_address, "state": cluster.state}
+async def scheduler_address(cluster_id: int, request: Request,
+                            wait: float = Query(0.0, ge=0, le=MAX_WAIT)) -> dict:
+    """The scheduler's address. With `wait`, a long-poll: answered as soon as the address is
+    known (or the cluster goes away), else after `wait` seconds with a null address. While
+    waiting it holds no admission slot, thread or database connection."""
+    answer = await to_thread.run_sync(_scheduler_answer, request, cluster_id)
+    if settled(answer) or not wait:
+        return answer
+    release_slot(request.scope)
+    found = await request.app.state.scheduler_watch.wait(cluster_id, wait)
+    return found if found is not None else answer
 
 
 @router.post("/instances/{aws_id}/ready")
 def instance_ready(aws_id: str, body: ReadyReport, request: Request,
                    cluster: Cluster = Depends(agent_cluster),
                    session: Session = Depends(db_session)) -> dict:
-    instance = cluster_instance(session, cluster, aws_id)
+    instance = cluster_instance(session, cluster, aws_id, request)
     # A report: the reconciler (the only writer of `state`) makes it "ready" next pass.
     if instance.state in ("requested", "launched", "booting"):
         instance.reported_state = "ready"
@@ -118,29 +145,22 @@ def instance_ready(aws_id: str, body: ReadyReport, request: Request,
         notify(session, cluster.account_id, "worker-ready", f"Worker {aws_id} ready",
                cluster=cluster)
     session.commit()
-    wake(request)
+    if instance.role == "scheduler":
+        request.app.state.scheduler_watch.poke()  # the workers' long-polls answer now
+    # The reconciler applies the report; no new look at AWS is needed for it.
+    wake(request, look=False)
     return {"action": action_for(cluster, instance)}
 
 
 @router.post("/instances/{aws_id}/heartbeat")
-def heartbeat(aws_id: str, body: Heartbeat, cluster: Cluster = Depends(agent_cluster),
+def heartbeat(aws_id: str, body: Heartbeat, request: Request,
+              cluster: Cluster = Depends(agent_cluster),
               session: Session = Depends(db_session)) -> dict:
-    instance = cluster_instance(session, cluster, aws_id)
-    now = utcnow()
-    instance.last_heartbeat = now
-    if instance.role == "scheduler":
-        # Activity as the scheduler sees it drives the idle and no-client timeouts.
-        if body.tasks:
-            cluster.last_activity_at = now
-        stats = dict(cluster.activity or {})
-        stats.update(body.model_dump(exclude_none=True))
-        if body.clients == 0:
-            since = stats.setdefault("no_client_since", now.timestamp())
-            stats["no_client_seconds"] = now.timestamp() - since
-        elif body.clients:
-            stats.pop("no_client_since", None)
-            stats["no_client_seconds"] = 0.0
-        cluster.activity = stats
+    """Only reads: the beat is noted and written with others (server/heartbeats.py)."""
+    instance = cluster_instance(session, cluster, aws_id, request)
+    # A scheduler's activity as it sees it drives the idle and no-client timeouts.
+    activity = body.model_dump(exclude_none=True) if instance.role == "scheduler" else None
+    request.app.state.heartbeats.beat(instance.id, utcnow(), cluster.id, activity)
     return {"action": action_for(cluster, instance)}
 
 
@@ -148,7 +168,7 @@ def heartbeat(aws_id: str, body: Heartbeat, cluster: Cluster = Depends(agent_clu
 def instance_failed(aws_id: str, body: Failure, request: Request,
                     cluster: Cluster = Depends(agent_cluster),
                     session: Session = Depends(db_session)) -> dict:
-    instance = cluster_instance(session, cluster, aws_id)
+    instance = cluster_instance(session, cluster, aws_id, request)
     if instance.state in ("stopping", "terminated") or instance.desired_state == "stopped":
         return {"action": "stop"}  # it was being removed: its dask closing is no failure
     reason = body.reason[:500]

@@ -83,10 +83,11 @@ def find_cluster(session: Session, account_id: int, name: str) -> Cluster:
     return row
 
 
-def wake(request: Request) -> None:
+def wake(request: Request, look: bool = True) -> None:
+    """Wake the reconciler; `look=False`: a report that needs no new look at AWS."""
     reconciler = getattr(request.app.state, "reconciler", None)
     if reconciler is not None:
-        reconciler.wake()
+        reconciler.wake(look=look)
 
 
 @router.post("", status_code=201, responses={
