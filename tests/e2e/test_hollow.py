@@ -65,6 +65,8 @@ def test_hollow_instances_run_without_containers(hollow):
             assert ident.instance_id == iid and ident.local_ipv4 == entry["address"]
             assert ident.user_data == "#!/bin/sh\necho not-run\n"
             assert entry["metadata"]["user-data"] == ident.user_data
+            # The signed identity document is spooled as the IMDS serves it.
+            assert entry["metadata"]["dynamic/instance-identity/document"] == ident.document
         # Nothing booted: no container of this local cloud, no console output of a boot.
         console = ec2.get_console_output(InstanceId=ids[0]).get("Output", "")
         assert "hollow instance" in console and "not-run" not in console

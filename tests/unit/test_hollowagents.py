@@ -36,7 +36,9 @@ def test_spooled_imds_answers_the_agent_identity_without_http():
                       role="worker", log_group="g", region="us-east-1")
     metadata = {"user-data": boot.to_cloud_init(), "meta-data/instance-id": "i-0abc",
                 "meta-data/local-ipv4": "127.9.0.1", "meta-data/public-ipv4": "127.9.0.1",
-                "meta-data/placement/availability-zone": "us-east-1a"}
+                "meta-data/placement/availability-zone": "us-east-1a",
+                "dynamic/instance-identity/document": '{"instanceId": "i-0abc"}',
+                "dynamic/instance-identity/signature": "c2ln\n"}
     assert set(metadata) <= set(SPOOLED_PATHS)
     # A closed port: any HTTP request would be retried for 10 s and then fail.
     imds = SpooledIMDS({"imds": "http://127.0.0.1:9/i-0abc", "metadata": metadata})
@@ -46,3 +48,4 @@ def test_spooled_imds_answers_the_agent_identity_without_http():
     assert (ident.instance_id, ident.local_ipv4, ident.availability_zone) == (
         "i-0abc", "127.9.0.1", "us-east-1a")
     assert BootConfig.from_user_data(ident.user_data) == boot
+    assert (ident.document, ident.signature) == ('{"instanceId": "i-0abc"}', "c2ln")
