@@ -1,13 +1,20 @@
-"""Scale figures, one JSON line per case. Case "idle": running clusters left alone on the local
-cloud, the control plane's AWS calls per cluster per minute (`--clusters`, `--seconds`).
+"""Scale figures (issue 11), one JSON line per result, each with a "case" key.
+
+Case "launch" (hollow instances, bench/scale_hollow.py): a cluster of N workers (`--workers`,
+default 10,100,1000) from the create request to every worker registered, and the control
+plane's AWS calls meanwhile. Case "idle" (hollow): `--clusters` running clusters (default 100)
+left alone for `--seconds` (default 120), AWS calls per cluster per minute.
 Case "api": a control
 plane whose database already holds 1000 clusters (900 finished ones seeded, then 100 created
 concurrently with retries while 50 clients list), list latency and create errors.
 
-    .venv/bin/python bench/scale.py [--json] [--case api] [--store sqlite|postgresql]
+    .venv/bin/python bench/scale.py [--json] [--case launch|idle|api|all] [--workers 10,100,1000]
+        [--clusters 100] [--seconds 120] [--store sqlite|postgresql]
 
-Starts a dedicated `overcast server` on loopback (temporary OVERCAST_HOME; AWS endpoint a closed
-loopback port, so nothing boots) and stops it at the end.
+The api case starts a dedicated `overcast server` on loopback (temporary OVERCAST_HOME; AWS
+endpoint a closed loopback port, so nothing boots); launch and idle start
+`overcast local-cloud --hollow` and a server, and play every instance's agent in this process
+(overcast/localcloud/hollowagents.py). Everything started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -87,74 +95,40 @@ def api_case(store: str, list_interval: float = 0.0) -> dict:
             "list_interval_s": list_interval, "load_average": os.getloadavg()[0]}
 
 
-def idle_case(store: str, clusters: int = 10, seconds: float = 120.0) -> dict:
-    """`clusters` running clusters (a scheduler each) on the local cloud, left alone for
-    `seconds`: the control plane's own AWS-call record (OVERCAST_RECORD_AWS_ACTIONS) counted."""
-    import time
+def run_case(case: str, store: str, args: argparse.Namespace) -> Iterator[dict]:
+    from bench.scale_hollow import idle_case, launch_case
 
-    import httpx
-
-    from overcast.reconciler.contexts import RECORD_ENV
-    from overcast.server.bootstrap import ensure_first_user
-    from overcast.store.db import Database
-    from tests.e2e.stack import Stack
-
-    with tempfile.TemporaryDirectory(prefix="overcast-idle-") as tmp:
-        home, record = Path(tmp), Path(tmp) / "aws-calls.jsonl"
-        os.environ["OVERCAST_HOME"] = str(home)
-        stack = Stack(home)
-        stack.server_env[RECORD_ENV] = str(record)
-        try:
-            stack.start_cloud()
-            stack.start_server()
-            slug, token = ensure_first_user("idle-user", Database(stack.database_url))
-            api = httpx.Client(base_url=f"{stack.url}/api/v1/accounts/{slug}",
-                               headers={"Authorization": f"Bearer {token}"}, timeout=30)
-            for n in range(clusters):
-                api.post("/clusters", json={"name": f"idle{n}", "n_workers": 0})
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                states = [c["state"] for c in api.get("/clusters").json()]
-                if states.count("running") == clusters or "error" in states:
-                    break
-                time.sleep(1)
-            running = states.count("running")
-            time.sleep(5)  # the last starts' own calls out of the window
-            start = time.time()
-            time.sleep(seconds)
-            calls = [json.loads(line) for line in record.read_text().splitlines()]
-            window = [c for c in calls if start <= c["t"] < start + seconds]
-        finally:
-            stack.stop()
-    actions: dict[str, int] = {}
-    for call in window:
-        actions[call["action"]] = actions.get(call["action"], 0) + 1
-    return {"case": "idle", "store": store, "clusters": running, "seconds": seconds,
-            "aws_calls": len(window), "actions": actions,
-            "aws_calls_per_cluster_minute": round(len(window) / max(running, 1)
-                                                  / (seconds / 60), 2)}
+    if case == "api":
+        yield api_case(store, args.list_interval)
+    elif case == "idle":
+        yield idle_case(store, clusters=args.clusters, seconds=args.seconds)
+    else:
+        yield from launch_case(store, args.workers)
 
 
-CASES = {"api": api_case, "idle": idle_case}
+CASES = ("launch", "idle", "api")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--case", choices=sorted(CASES), action="append")
+    parser.add_argument("--case", choices=(*CASES, "all"), action="append")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), action="append",
-                        help="the control plane's database (api case; default sqlite)")
+                        help="the control plane's database (default sqlite)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line "
                         "(the only output format; accepted for the documented command)")
-    parser.add_argument("--clusters", type=int, default=10, help="idle case: running clusters")
+    parser.add_argument("--workers", default="10,100,1000",
+                        type=lambda s: [int(n) for n in s.split(",") if n],
+                        help="launch case: cluster sizes, comma-separated")
+    parser.add_argument("--clusters", type=int, default=100, help="idle case: running clusters")
     parser.add_argument("--seconds", type=float, default=120.0, help="idle case: window")
     parser.add_argument("--list-interval", type=float, default=0.0, help="api case: each "
                         "lister's pause between lists (default none: back to back)")
     args = parser.parse_args()
-    for case in args.case or sorted(CASES):
+    cases = args.case or ["all"]
+    for case in CASES if "all" in cases else cases:
         for store in args.store or ["sqlite"]:
-            extra = {"clusters": args.clusters, "seconds": args.seconds} if case == "idle" \
-                else {"list_interval": args.list_interval}
-            print(json.dumps(CASES[case](store, **extra)), flush=True)
+            for result in run_case(case, store, args):
+                print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,13 @@ def _control(path: str, body: dict[str, Any] | None = None, method: str = "POST"
                    "IAM-made keys sign, and each caller may do what its policies allow. "
                    "--no-enforce-iam is for debugging moto only.")
 @click.option("--no-seed", is_flag=True, help="Start empty: no nyc-tlc data, no region warm-up.")
+@click.option("--hollow", is_flag=True,
+              help="Hollow instances, for load tests: EC2 instances run but boot nothing; their "
+                   "user data and IMDS data are spooled to $OVERCAST_HOME/run/hollow/ for a "
+                   "load generator that plays their agents (bench/scale.py).")
 @click.pass_context
 def local_cloud(ctx: click.Context, port: int, imds_port: int, enforce_iam: bool,
-                no_seed: bool) -> None:
+                no_seed: bool, hollow: bool) -> None:
     """Run a simulated AWS (EC2, IAM, S3, Logs, ECR, STS) on this machine, in the foreground.
 
     Every EC2 instance overcast launches in it runs as a local process. Stop with Ctrl-C.
@@ -65,11 +69,13 @@ def local_cloud(ctx: click.Context, port: int, imds_port: int, enforce_iam: bool
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         cloud = run_local_cloud(port=port, imds_port=imds_port, seed=not no_seed,
-                                enforce_iam=enforce_iam)
+                                enforce_iam=enforce_iam, hollow=hollow)
     except OSError as exc:
         raise click.ClickException(f"cannot start the local cloud: {exc}") from exc
     click.echo(f"Local cloud ready at {cloud.endpoint} (IMDS {cloud.imds_url})"
-               f"{', IAM enforced' if enforce_iam else ''}. Ctrl-C to stop.")
+               f"{', IAM enforced' if enforce_iam else ''}"
+               f"{f', hollow instances (spool {cloud.hollow_spool})' if hollow else ''}"
+               ". Ctrl-C to stop.")
     click.echo("In your shell: eval $(overcast local-cloud env)", err=True)
     cloud.serve_forever()
     click.echo("Local cloud stopped.")

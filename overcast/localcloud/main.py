@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Self
 
 from overcast import settings
-from overcast.localcloud import motofixes, motoimages, motoserver
+from overcast.localcloud import motofixes, motoimages, motoserver, motospeed
 from overcast.localcloud import seed as seeding
 from overcast.localcloud.faults import ControlMiddleware, Faults
+from overcast.localcloud.hollow import spool_dir
 from overcast.localcloud.identity import IdentitySigner
 from overcast.localcloud.imds import MetadataService
 from overcast.localcloud.registries import Registries
@@ -45,7 +46,9 @@ def read_state() -> dict[str, Any] | None:
 class LocalCloud:
     def __init__(self, port: int = 4599, imds_port: int = 4598, seed: bool = True,
                  enforce_iam: bool = False, write_state: bool = True,
-                 poll_interval: float = 0.1) -> None:
+                 poll_interval: float = 0.1, hollow: bool = False) -> None:
+        # Hollow: instances run in EC2 but boot nothing; their agents are played (hollow.py).
+        self.hollow_spool = spool_dir(settings.run_dir()) if hollow else None
         self._stopped = threading.Event()
         self.faults = Faults()
         handlers = {"spot-interruptions": self._spot_handler, "accounts": self._account_handler}
@@ -68,6 +71,7 @@ class LocalCloud:
                write_state: bool, poll_interval: float) -> None:
         motoserver.allow_anonymous_public_reads()
         motofixes.apply()
+        motospeed.apply()
         # Its identity-document key lives in the run dir (the control plane is configured
         # with its certificate, OVERCAST_IDENTITY_CERTS), in memory without state files.
         self.signer = IdentitySigner(settings.run_dir() if write_state else None)
@@ -76,7 +80,7 @@ class LocalCloud:
         # Labels this local cloud's containers: it removes exactly those when it stops.
         self.cloud_id = secrets.token_hex(4)
         self.runner = Runner(self.imds, self.endpoint, interval=poll_interval,
-                             cloud_id=self.cloud_id)
+                             cloud_id=self.cloud_id, hollow_spool=self.hollow_spool)
         motoimages.install(self.runner.containers)
         self.timings: dict[str, float] = {}
         self.enforce_iam = enforce_iam
@@ -107,7 +111,8 @@ class LocalCloud:
             tmp.write_text(json.dumps({"endpoint": self.endpoint, "imds": self.imds_url,
                                        "pid": os.getpid(), "enforce_iam": enforce_iam,
                                        "identity_cert": str(self.signer.cert_path),
-                                       "registries": self.registries.state()}))
+                                       "registries": self.registries.state(),
+                                       "hollow": self.hollow_spool and str(self.hollow_spool)}))
             tmp.replace(path)
 
     def _wake_runner(self) -> None:

@@ -16,9 +16,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from overcast.localcloud.containers import ContainerInstances
+from overcast.localcloud.hollow import HollowInstances
 from overcast.localcloud.imds import InstanceMetadata, MetadataService
 
 log = logging.getLogger("overcast.localcloud.runner")
@@ -37,7 +39,7 @@ def _port_free(address: str, port: int) -> bool:
 
 class Runner:
     def __init__(self, imds: MetadataService, endpoint: str, interval: float = 0.1,
-                 cloud_id: str = "local"):
+                 cloud_id: str = "local", hollow_spool: Path | None = None):
         self.imds = imds
         self.endpoint = endpoint
         self.interval = interval
@@ -53,7 +55,10 @@ class Runner:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="runner", daemon=True)
         imds.credentials = self.credentials
-        self.containers = ContainerInstances(self, cloud_id)
+        # Hollow mode (`--hollow`): instances run in EC2 but boot nothing (hollow.py).
+        self.containers: ContainerInstances | HollowInstances = (
+            HollowInstances(self, hollow_spool) if hollow_spool is not None
+            else ContainerInstances(self, cloud_id))
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

@@ -30,7 +30,7 @@ _LIST_LOADS = (selectinload(Cluster.instances), selectinload(Cluster.account),
                defer(Cluster.tls_encrypted), defer(Cluster.token_encrypted))
 ACTIVE_STATES = ("pending", "starting", "running", "stopping")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-MAX_WORKERS = 500
+MAX_WORKERS = 1000  # issue 11: clusters of 1,000 workers
 MAX_PAGE = listcache.MAX_PAGE  # clusters per list response
 
 
