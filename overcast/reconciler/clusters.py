@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from overcast import reachability
 from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
-from overcast.reconciler import images
+from overcast.reconciler import envbuilds, images
 from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
@@ -271,9 +271,20 @@ class ClusterMachine:
             session.commit()
             return False
         try:
+            software = envbuilds.cluster_software(session, cluster.account,
+                                                  cluster.options.get("software"))
+        except envbuilds.WaitingForEnvironment:
+            # The build's notifications tell its progress; the start timeout counts from
+            # when the image is there.
+            cluster.started_at = utcnow()
+            session.commit()
+            return False
+        except envbuilds.EnvironmentFailed as exc:
+            raise PlacementError(str(exc)) from None
+        try:
             info = launch(self.provider, target, infra, cluster, row, image,
                           self.control_plane, opts, cluster.security_group_id,
-                          self.control_plane_ca)
+                          self.control_plane_ca, software)
         except CapacityError as exc:
             if row.spot and opts.spot_on_demand_fallback:
                 row.spot = False

@@ -26,9 +26,12 @@ def instance_tags(cluster: Cluster, row: Instance) -> dict[str, str]:
 
 
 def boot_config(cluster: Cluster, row: Instance, control_plane: str,
-                opts: ClusterOptions, control_plane_ca: str | None = None) -> BootConfig:
+                opts: ClusterOptions, control_plane_ca: str | None = None,
+                software: tuple[str, dict] | None = None) -> BootConfig:
     resources = {"GPU": 1} if row.role == "worker" and opts.worker_gpu else {}
-    return BootConfig(control_plane=control_plane, cluster_id=cluster.id,
+    image, registry = software or (None, None)
+    return BootConfig(software_image=image, registry=registry,
+                      control_plane=control_plane, cluster_id=cluster.id,
                       cluster_token=crypto.decrypt(cluster.token_encrypted), role=row.role,
                       log_group=cluster.account.slug, region=cluster.region,
                       worker_resources=resources, control_plane_ca=control_plane_ca,
@@ -37,7 +40,8 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
 
 def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instance,
            image_id: str, control_plane: str, opts: ClusterOptions,
-           security_group_id: str, control_plane_ca: str | None = None) -> InstanceInfo:
+           security_group_id: str, control_plane_ca: str | None = None,
+           software: tuple[str, dict] | None = None) -> InstanceInfo:
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
@@ -47,6 +51,6 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, row: Instan
         instance_profile=infra.instance_profile,
         # A cloud-init document: cloud-init writes the boot document, then starts the agent.
         user_data=boot_config(cluster, row, control_plane, opts,
-                              control_plane_ca).to_cloud_init(),
+                              control_plane_ca, software).to_cloud_init(),
         tags=instance_tags(cluster, row), spot=row.spot, client_token=client_token(cluster, row))
     return provider.launch(target.ctx, [spec])[0]
