@@ -182,6 +182,6 @@ def cluster_note(software: dict[str, Any]) -> tuple[str, str]:
                            f"yet: this cluster runs the VM image's packages; see "
                            f"docs/software-environments.md")
     if software["build_state"] == "ready":
-        return "info", f"{what}: image {software['image_uri']}"
+        return "info", f"{what}: reused image {software['image_uri']} (no build)"
     return "info", (f"{what}: its image is being built ({software['build_state']}); the "
                     f"cluster's VMs start once it is in the registry")
