@@ -37,7 +37,7 @@ CLIENT = textwrap.dedent("""
     import importlib.metadata, json, dask, overcast
     from distributed import Client
     with dask.config.set({"overcast.server": %(server)r, "overcast.token": %(token)r,
-                          "overcast.account": %(account)r}):
+                          "overcast.account": %(account)r, "overcast.package-sync": True}):
         for n in range(%(clusters)d):
             with overcast.Cluster(n_workers=1, progress=False, start_timeout=1000) as cluster:
                 with Client(cluster) as client:
