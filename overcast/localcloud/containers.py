@@ -248,14 +248,17 @@ class ContainerInstances:
         """Whether the image has the docker client (a VM image with a container runtime);
         looked at once per image, by running `test -x` in it."""
         if image not in self._runtime:
-            try:
+            try:  # the instance mounts too: a committed image declares them as volumes
                 self.client.containers.run(
                     image, ["-c", "test -x /usr/bin/docker"], entrypoint=["/bin/sh"],
-                    remove=True, network_mode="none",
+                    remove=True, network_mode="none", volumes=egress_mounts(),
                     labels={LABEL_CLOUD: self.cloud_id, LABEL_PID: str(os.getpid())})
                 self._runtime[image] = True
             except docker.errors.ContainerError:
                 self._runtime[image] = False
+            except ENGINE_ERRORS as exc:  # not known: boot it without an engine
+                log.warning("cannot tell whether %s has a container runtime: %s", image, exc)
+                return False
         return self._runtime[image]
 
     def _remove_siblings(self, instance_id: str) -> None:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -46,7 +47,7 @@ CLIENT = textwrap.dedent("""
                         return {p: m.version(p) for p in ("appdirs", "dask", "distributed")}
                     seen = client.run(versions)
                     print("RESULT", json.dumps({"cluster": cluster.name,
-                          "workers": list(seen.values())}), flush=True)
+                          "workers": seen}), flush=True)
 """)
 
 
@@ -93,9 +94,9 @@ def client_env(tmp_path_factory):
     return root
 
 
-def run_client(stack, env_root: Path, clusters: int) -> list[dict]:
-    code = CLIENT % {"server": stack.url, "token": stack.token, "account": stack.account,
-                     "clusters": clusters}
+def run_client(stack, env_root: Path, clusters: int, account: str | None = None) -> list[dict]:
+    code = CLIENT % {"server": stack.url, "token": stack.token,
+                     "account": account or stack.account, "clusters": clusters}
     env = {**os.environ, "OVERCAST_HOME": str(stack.home), "AWS_ENDPOINT_URL": stack.endpoint,
            "PYTHONPATH": os.pathsep.join([str(env_root / "extra"), str(env_root / "site"),
                                           str(REPO)])}
@@ -107,8 +108,8 @@ def run_client(stack, env_root: Path, clusters: int) -> list[dict]:
             if line.startswith("RESULT ")]
 
 
-def notifications(stack) -> list[dict]:
-    r = httpx.get(f"{stack.url}/api/v1/accounts/{stack.account}/notifications",
+def notifications(stack, account: str | None = None) -> list[dict]:
+    r = httpx.get(f"{stack.url}/api/v1/accounts/{account or stack.account}/notifications",
                   params={"limit": 500}, headers={"Authorization": f"Bearer {stack.token}"},
                   timeout=10)
     return r.json()
@@ -121,7 +122,8 @@ def test_package_sync_builds_the_image_and_the_worker_runs_it(stack, aws, client
     first = run_client(stack, client_env, clusters=2)
     assert len(first) == 2
     for result in first:
-        ((appdirs, dask_v, distributed_v),) = [tuple(v.values()) for v in result["workers"]]
+        ((appdirs, dask_v, distributed_v),) = [
+            (v["appdirs"], v["dask"], v["distributed"]) for v in result["workers"].values()]
         assert appdirs == EXTRA[1]  # the client's version, not the VM image's (none there)
         assert (dask_v, distributed_v) == (metadata.version("dask"),
                                            metadata.version("distributed"))
@@ -144,3 +146,49 @@ def test_package_sync_builds_the_image_and_the_worker_runs_it(stack, aws, client
     assert tag in tags
     # Progress lines were notifications too.
     assert any("Environment image " + tag[:12] + ": push" in m for m in messages)
+
+
+def test_docker_hub_environment_under_iam_and_the_token_stays_secret(stack, client_env):
+    """A team account in its own (simulated) AWS account, IAM enforced, with only the setup
+    and ongoing policies, storing environments on the Docker Hub stand-in: the image is
+    pushed there by the builder, the worker pulls it with the token and runs it, and the
+    token appears in no API response, log or notification."""
+    from overcast.backends.aws import policies
+
+    hub = json.loads((stack.home / "run" / "localcloud-dockerhub.json").read_text())
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    team = httpx.post(f"{stack.url}/api/v1/teams", headers=headers, timeout=10,
+                      json={"name": "hub-envs"}).json()["slug"]
+    docs = {n: policies.load(n) for n in policies.NAMES}
+    acct = httpx.post(f"{stack.endpoint}/_overcast/accounts", timeout=30, json={
+        "setup_policy": docs["setup"], "ongoing_policy": docs["ongoing"]}).json()
+    url = f"{stack.url}/api/v1/accounts/{team}/backend"
+    put = httpx.put(url, headers=headers, timeout=60, json={
+        "backend": "aws", "aws_region": "us-east-1", "aws_access_key_id": acct["access_key_id"],
+        "aws_secret_access_key": acct["secret_access_key"], "registry_type": "docker_hub",
+        "registry_username": hub["username"], "registry_access_token": hub["token"],
+        "registry_repository": "overcast/envs"})
+    assert put.status_code in (200, 202), put.text
+    deadline = time.monotonic() + 900  # setup builds the VM image in that account
+    while (state := httpx.get(url, headers=headers, timeout=10).json())["state"] != "ready":
+        assert state["state"] in ("pending", "provisioning"), state["reason"]
+        assert time.monotonic() < deadline, "backend setup did not finish"
+        time.sleep(2)
+    (result,) = run_client(stack, client_env, clusters=1, account=team)
+    assert [v["appdirs"] for v in result["workers"].values()] == [EXTRA[1]]
+    messages = [n["message"] for n in notifications(stack, team)]
+    built = [m for m in messages if ": built image " in m]
+    assert len(built) == 1, messages[:40]
+    image = built[0].split(": built image ", 1)[1].split()[0]
+    host = hub["url"].split("://", 1)[1]
+    assert image.startswith(f"{host}/overcast/envs:")
+    tags = httpx.get(f"{hub['url']}/v2/overcast/envs/tags/list",
+                     auth=(hub["username"], hub["token"]), timeout=10).json()["tags"]
+    assert image.rsplit(":", 1)[1] in tags
+    texts = [put.text, json.dumps(messages)]
+    for path in ("/backend", "/clusters?state=all", "/software-environments",
+                 "/notifications?limit=500"):
+        texts.append(httpx.get(f"{stack.url}/api/v1/accounts/{team}{path}", headers=headers,
+                               timeout=10).text)
+    texts += [p.read_text(errors="replace") for p in stack.home.rglob("*.log")]
+    assert not any(hub["token"] in t for t in texts)
