@@ -68,14 +68,21 @@ class BuildPlan:
         return f"overcast-env-base:{self.lock_hash[:16]}"
 
 
+# pip from Debian's pip wheel (python3-venv brings it) when there is one: no ensurepip.
+PIP = ('PIPWHL=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | head -n 1); '
+       'pip() { if [ -n "$PIPWHL" ]; then "$PY" "$PIPWHL/pip" "$@"; else "$PY" -m pip "$@"; fi; }')
+
+
 def dockerfile(base: str, wheels_url: str = "$WHEELS_URL") -> str:
     purelib = "$(/opt/env/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))')"
     return "\n".join([
         f"FROM {base}",
         "ARG WHEELS_URL",
         "COPY lock.txt /opt/env/lock.txt",
-        "RUN python3 -m venv /opt/env \\",
-        " && /opt/env/bin/pip install --no-cache-dir --no-deps --no-index \\",
+        f"RUN PY=/opt/env/bin/python; {PIP} \\",
+        ' && if [ -n "$PIPWHL" ]; then python3 -m venv --without-pip /opt/env; \\',
+        "    else python3 -m venv /opt/env; fi \\",
+        " && pip install --no-cache-dir --no-deps --no-index --no-compile \\",
         "    --disable-pip-version-check \\",
         f"    --find-links {wheels_url} -r /opt/env/lock.txt \\",
         # The agent's own venv last on sys.path: the lock's packages win, the agent's helpers
@@ -114,8 +121,9 @@ def build_script(plan: BuildPlan) -> str:
         f"login() {{ {login_command(plan)}; }}",
         "step login login",
         f"mkdir -p {WHEELS}",
-        f"step wheels {AGENT_PYTHON} -m pip download --no-deps --disable-pip-version-check "
-        f"--dest {WHEELS} -r lock.txt",
+        f"PY={AGENT_PYTHON}; {PIP}",
+        f"step wheels pip download --no-deps --disable-pip-version-check --dest {WHEELS} "
+        "-r lock.txt",
         f"ADDRESS=$({AGENT_PYTHON} -c {q(_ADDRESS)})",
         f"python3 -u -c {q(_SERVE)} \"$ADDRESS\" {WHEELS} > serve.out 2> serve.log &",
         "SERVER=$!",
