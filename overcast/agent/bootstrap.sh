@@ -91,9 +91,12 @@ finish() {
 }
 trap finish EXIT
 
+# dpkg's unsafe-io: no fsync per unpacked file (a builder's disk is snapshotted after the
+# build, and a crash mid-build fails the build anyway); much faster on busy disks.
 apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get -q update &&
-        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "$@"
+        DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends \
+            -o Dpkg::Options::=--force-unsafe-io "$@"
 }
 
 STEP="python"
@@ -137,29 +140,46 @@ STEP="install-agent"
 say "step install-agent"
 rm -rf "$VENV"
 mkdir -p "$PREFIX" "$ETC"
-python3 -m venv "$VENV"
-# Dependencies: downloaded (resolved against the index, hash-checked by pip) into a wheel
-# directory under pip's cache, then installed from there with --no-index. Where the cloud mounts
-# a shared package cache at /root/.cache/pip (a VPC's mirror; the local cloud does), wheels a
-# previous build downloaded are reused ("File was already downloaded") instead of fetched again;
-# otherwise the clean step removes the cache from the image.
+# The venv without a pip of its own: pip runs from Debian's pip wheel (python3-venv brings it),
+# which spares the build ensurepip's install and byte-compilation of pip itself.
+PIPWHL=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | head -n 1)
+if [ -n "$PIPWHL" ]; then
+    python3 -m venv --without-pip "$VENV"
+    pip() { "$VENV/bin/python" "$PIPWHL/pip" --no-input --quiet --disable-pip-version-check "$@"; }
+else
+    python3 -m venv "$VENV"
+    pip() { "$VENV/bin/pip" --no-input --quiet --disable-pip-version-check "$@"; }
+fi
+# Dependencies, every version pinned by the constraints file. Where the cloud mounts a package
+# mirror at /root/.cache/pip (a VPC's mirror; the local cloud does), wheels a previous build
+# fetched are in overcast-wheels/ there: when it has every pinned version the install uses it
+# alone. Otherwise they are downloaded (resolved against the index, hash-checked by pip) into a
+# directory of this build's own (concurrent builds never see half a file), installed from
+# there with --no-index, and added to the mirror; with no mirror, the clean step removes them.
+# --no-compile: byte-compiling every module of pandas, pyarrow, bokeh, botocore ... took most of
+# the install; the verify step below compiles what the agent imports, Python the rest on use.
 WHEELS=/root/.cache/pip/overcast-wheels
 mkdir -p "$WHEELS"
-MINE=$(mktemp -d "$WHEELS/.build-XXXXXX")  # its own: concurrent builds never see half a file
-for f in "$WHEELS"/*.whl; do [ -e "$f" ] && ln "$f" "$MINE/" 2>/dev/null || true; done
-"$VENV/bin/pip" download --no-input --quiet --disable-pip-version-check -d "$MINE" \
-    -c "$WORK/constraints.txt" "$WORK/$FILE"
-rm -f "$MINE/$FILE"  # the agent itself always comes from the control plane (sha256 above)
-"$VENV/bin/pip" install --no-input --quiet --disable-pip-version-check --no-index \
-    --find-links "$MINE" -c "$WORK/constraints.txt" "$WORK/$FILE"
-for f in "$MINE"/*.whl; do [ -e "$f" ] && ln "$f" "$WHEELS/" 2>/dev/null || true; done
-rm -rf "$MINE"
+install_from() { pip install --no-compile --no-index --find-links "$1" \
+    -c "$WORK/constraints.txt" "$WORK/$FILE"; }
+if ! install_from "$WHEELS" 2>/dev/null; then
+    MINE=$(mktemp -d "$WHEELS/.build-XXXXXX")
+    for f in "$WHEELS"/*.whl; do [ -e "$f" ] && ln "$f" "$MINE/" 2>/dev/null || true; done
+    pip download -d "$MINE" -c "$WORK/constraints.txt" "$WORK/$FILE"
+    rm -f "$MINE/$FILE"  # the agent itself always comes from the control plane (sha256 above)
+    install_from "$MINE"
+    for f in "$MINE"/*.whl; do [ -e "$f" ] && ln "$f" "$WHEELS/" 2>/dev/null || true; done
+    rm -rf "$MINE"
+fi
 
 STEP="verify"
 say "step verify"
+# Importing what the agent runs (its dask node, the dashboard, S3 access) also writes those
+# modules' byte code into the image: an instance starts without compiling them.
 "$VENV/bin/python" - <<'EOF'
 import importlib.util, sys
-import overcast.agent.main, overcast.bootconfig, distributed, dask.dataframe, s3fs, boto3
+import overcast.agent.main, overcast.agent.dask_process, overcast.bootconfig
+import distributed, distributed.dashboard.scheduler, dask.dataframe, s3fs, boto3
 assert importlib.util.find_spec("overcast.server") is None, "control plane code on the VM"
 print("overcast-agent", overcast.__version__, "python", sys.version.split()[0])
 EOF

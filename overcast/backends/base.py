@@ -260,9 +260,6 @@ class Provider(abc.ABC):
         """Delete the cluster's firewall; returns the ids still in use (call again later)."""
 
     @abc.abstractmethod
-    def find_image(self, conn: Any, owners: list[str]) -> str: ...
-
-    @abc.abstractmethod
     def instance_types(self, conn: Any, names: list[str]) -> dict[str, TypeInfo]:
         """Unknown names raise a (fatal) ProviderError naming them."""
 

@@ -158,7 +158,8 @@ class ClusterMachine:
                         target: Target) -> dict[str, InstanceInfo]:
         """Make the DB's instance rows agree with what AWS has for this cluster (and what
         its agents reported); returns what AWS has."""
-        apply_reports(cluster)
+        for row in apply_reports(cluster):  # the agent's reason, and what its VM printed
+            row.reason = with_console(target, row.aws_id, row.reason or "")
         # Terminated ones too (per-cluster look): their state reason tells a spot interruption
         # from a failure. Settled running clusters share the account's look (observe.py).
         actual = self.view.instances(target, cluster)

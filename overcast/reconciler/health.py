@@ -21,13 +21,17 @@ LIVE = ("requested", "launched", "booting", "ready")
 AWS_GONE = ("shutting-down", "terminated", "stopping", "stopped")
 
 
-def apply_reports(cluster: Cluster) -> None:
-    """What agents reported since the last pass (the API only records reports)."""
+def apply_reports(cluster: Cluster) -> list[Instance]:
+    """What agents reported since the last pass (the API only records reports); returns the
+    rows that failed by their agent's word just now."""
+    failed = []
     for row in cluster.instances:
         if row.reported_state == "ready" and row.state in ("requested", "launched", "booting"):
             row.state = "ready"
         elif row.reported_state == "failed" and row.state in LIVE:
             row.state, row.reason = "failed", row.reported_reason or "its agent reported failure"
+            failed.append(row)
+    return failed
 
 
 def confirmed_dead(session: Session, cluster: Cluster, timeouts: Timeouts,

@@ -224,6 +224,12 @@ def test_teardown_removes_everything_one_by_one(iam_stack):
     acct, slug = STATE["account"], iam_stack.account
     admin(acct, "iam").attach_user_policy(UserName="overcast",
                                           PolicyArn=setup_policy_arn(acct))
+    mine = [{"Name": f"tag:{tags.ACCOUNT}", "Values": [slug]}]
+    ec2 = admin(acct, "ec2")
+    built = ec2.describe_images(Owners=["self"], Filters=mine)["Images"]
+    snapshots = {m["Ebs"]["SnapshotId"] for i in built for m in i["BlockDeviceMappings"]
+                 if "Ebs" in m}
+    assert built and snapshots  # the image backend setup built in the account
     STATE["t_teardown"] = time.time()
     result = CliRunner().invoke(cli, ["setup", "aws", "--teardown"], catch_exceptions=False)
     STATE["t_teardown_done"] = time.time()
@@ -233,9 +239,12 @@ def test_teardown_removes_everything_one_by_one(iam_stack):
     lines = [line.split() for line in result.output.splitlines()]
     deleted = {parts[0] for parts in lines if parts and parts[-1] == "deleted"}
     assert {"vpc", "nat-gateway", "iam-role", "instance-profile", "log-group",
-            "ecr-repository", "subnet-public", "subnet-private"} <= deleted, result.output
-    mine = [{"Name": f"tag:{tags.ACCOUNT}", "Values": [slug]}]
-    ec2 = admin(acct, "ec2")
+            "ecr-repository", "subnet-public", "subnet-private", "image", "snapshot"
+            } <= deleted, result.output
+    # The overcast AMI setup built in the account is deregistered, its snapshots deleted.
+    assert ec2.describe_images(Owners=["self"], Filters=mine)["Images"] == []
+    left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not snapshots & left
     assert ec2.describe_vpcs(Filters=mine)["Vpcs"] == []
     assert ec2.describe_subnets(Filters=mine)["Subnets"] == []
     assert admin(acct, "iam").list_roles()["Roles"] == []

@@ -176,10 +176,6 @@ class FakeProvider(base.Provider):
         self.firewalls.pop(cluster_id, None)
         return []
 
-    def find_image(self, conn, owners) -> str:
-        self._enter("find_image")
-        return "ami-fake"
-
     def instance_types(self, conn, names):
         self._enter("instance_types")
         return {n: base.TypeInfo(n, 4, 16384, 0) for n in names}

@@ -66,12 +66,18 @@ def _setup(ctx):
     registry.ensure_ecr_repository(ctx, "alice")
 
 
-def _cluster(ctx, ports=(22, 8786, 8787)):
+def register_image(ctx) -> str:
+    """The AMI clusters launch from (the image pipeline's, found in its database row: no EC2
+    look-up on a cluster's path)."""
+    return ctx.client("ec2").register_image(
+        Name="overcast-agent-1", Architecture="x86_64", RootDeviceName="/dev/sda1")["ImageId"]
+
+
+def _cluster(ctx, image, ports=(22, 8786, 8787)):
     net = network.find_network(ctx, "alice")
     assert net is not None
     net = network.ensure_zone_subnets(ctx, net, "alice", ZONES[0])
     network.zones(ctx)
-    image = instances.find_image(ctx)
     instances.instance_types(ctx, ["t3.medium"])
     sg = firewall.ensure_cluster_security_group(
         ctx, net.vpc_id, "alice", 1, "demo", list(ports), "0.0.0.0/0"
@@ -137,9 +143,7 @@ def _env_build(ctx):
 def test_every_call_is_in_its_phase_policy(aws_env):
     with mock_aws():
         ctx = session.context(REGION)
-        ctx.client("ec2").register_image(
-            Name="overcast-agent-1", Architecture="x86_64", RootDeviceName="/dev/sda1"
-        )
+        image = register_image(ctx)
         calls = session.record_actions(ctx)
         _setup(ctx)
         _image_build(ctx)
@@ -147,10 +151,10 @@ def test_every_call_is_in_its_phase_policy(aws_env):
         assert setup_calls <= policies.all_actions()
 
         calls.clear()
-        info = _cluster(ctx)
+        info = _cluster(ctx, image)
         _env_build(ctx)
         # Firewall settings changed: rules are revoked and added with the ongoing policy.
-        _cluster(ctx, ports=(8786,))
+        _cluster(ctx, image, ports=(8786,))
         instances.terminate(ctx, [info.aws_id])
         firewall.delete_cluster_security_groups(ctx, 1)
         cluster_calls = set(calls)
@@ -175,7 +179,7 @@ def test_every_call_is_in_its_phase_policy(aws_env):
         )["Policy"]["Arn"]
         ctx.client("iam").attach_role_policy(RoleName="alice", PolicyArn=arn)
         calls.clear()
-        _cluster(ctx)
+        _cluster(ctx, image)
         teardown.teardown_account(ctx, "alice", "alice")
         teardown_calls = set(calls)
         assert teardown_calls <= policies.all_actions()

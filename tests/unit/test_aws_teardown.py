@@ -76,3 +76,44 @@ def test_hosted_account_keeps_the_shared_network(ctx):
     teardown.teardown_account(ctx, "carol", T.OPERATOR)
     assert instances.list_account_instances(ctx, "carol") == []
     assert network.find_network(ctx, T.OPERATOR) is not None
+
+
+def _overcast_image(ctx, instance_id: str, account: str, deployment: str | None = None) -> dict:
+    """CreateImage of an instance, named and tagged as the image pipeline does (another
+    control plane's image when `deployment` is given)."""
+    from overcast.backends.aws import images
+
+    tags = images.image_tags(account, "0.1.0")
+    if deployment:
+        tags[T.DEPLOYMENT] = deployment
+    ec2 = ctx.client("ec2")
+    ami = ec2.create_image(InstanceId=instance_id, Name=f"overcast-agent-0.1.0-{account}-"
+                           f"{deployment or 'ours'}",
+                           TagSpecifications=[{"ResourceType": "image",
+                                               "Tags": T.as_aws(tags)}])["ImageId"]
+    return ec2.describe_images(ImageIds=[ami])["Images"][0]
+
+
+def _snapshots(image: dict) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
+
+
+def test_teardown_deregisters_only_our_images_of_the_account(ctx):
+    alice, bob = make_account(ctx, "alice", "alice"), make_account(ctx, "bob", "bob")
+    mine = _overcast_image(ctx, alice.aws_id, "alice")
+    theirs = _overcast_image(ctx, alice.aws_id, "alice", deployment="d-someone-else")
+    bobs = _overcast_image(ctx, bob.aws_id, "bob")
+    assert _snapshots(mine), "moto gives a created image a snapshot"
+    seen: list[network.Resource] = []
+    teardown.teardown_account(ctx, "alice", "alice", seen.append)
+
+    ec2 = ctx.client("ec2")
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert mine["ImageId"] not in left
+    assert {theirs["ImageId"], bobs["ImageId"]} <= left
+    snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(_snapshots(mine)) & snaps
+    assert set(_snapshots(theirs) + _snapshots(bobs)) <= snaps
+    deleted = {(r.kind, r.aws_id) for r in seen if r.state == "deleted"}
+    assert ("image", mine["ImageId"]) in deleted
+    assert {("snapshot", s) for s in _snapshots(mine)} <= deleted

@@ -13,7 +13,7 @@ from parliament import analyze_policy_string
 from overcast.backends.aws import firewall, iam, instances, policies, teardown
 from tests.unit.conftest import DEPLOYMENT
 from tests.unit.policy_eval import Auth, allowed, authorisations
-from tests.unit.test_aws_policies import _cluster, _setup
+from tests.unit.test_aws_policies import _cluster, _setup, register_image
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 BASE = f"arn:aws:ec2:{REGION}:{ACCOUNT}"
@@ -88,12 +88,11 @@ def _record(ctx) -> list[Auth]:
 
 
 def test_every_call_of_setup_cluster_and_teardown_meets_the_conditions(ctx):
-    ctx.client("ec2").register_image(Name="overcast-agent-1", Architecture="x86_64",
-                                     RootDeviceName="/dev/sda1")
+    image = register_image(ctx)
     auths = _record(ctx)
     _setup(ctx)
-    launched = _cluster(ctx)
-    _cluster(ctx, ports=(8786,))  # firewall settings changed: revoke + authorize
+    launched = _cluster(ctx, image)
+    _cluster(ctx, image, ports=(8786,))  # firewall settings changed: revoke + authorize
     instances.terminate(ctx, [launched.aws_id])
     firewall.delete_cluster_security_groups(ctx, 1)
     teardown.teardown_account(ctx, "alice", owner="alice")

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from ... import tags as T
 from .errors import AwsError, code_of, wrap
 from .instances import LAUNCH_TOKEN, InstanceInfo, _describe, _info
+from .network import Report, Resource, noop
 from .session import AwsContext
 
 # AWS publishes the current Debian 12 AMI of each region under this public SSM parameter.
@@ -169,6 +170,21 @@ def list_images(ctx: AwsContext, account: str) -> list[ImageInfo]:
     return sorted(infos, key=lambda i: (i.created, i.name), reverse=True)
 
 
+def _deregister(ec2: Any, info: ImageInfo) -> None:
+    """Deregister the image, then delete its snapshots (gone already: fine)."""
+    try:
+        ec2.deregister_image(ImageId=info.image_id)
+    except ClientError as exc:
+        if code_of(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+            raise
+    for snap in info.snapshots:
+        try:
+            ec2.delete_snapshot(SnapshotId=snap)
+        except ClientError as exc:
+            if code_of(exc) != "InvalidSnapshot.NotFound":
+                raise
+
+
 @wrap
 def prune_images(ctx: AwsContext, account: str, keep: int = KEEP,
                  protect: str | None = None) -> list[str]:
@@ -180,16 +196,22 @@ def prune_images(ctx: AwsContext, account: str, keep: int = KEEP,
     for info in available[keep:]:
         if info.image_id == protect:
             continue
-        try:
-            ec2.deregister_image(ImageId=info.image_id)
-        except ClientError as exc:
-            if code_of(exc) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
-                raise
+        _deregister(ec2, info)
+        removed.append(info.image_id)
+    return removed
+
+
+@wrap
+def delete_images(ctx: AwsContext, account: str, report: Report = noop) -> list[str]:
+    """Teardown: deregister every overcast image of `account` made by this control plane (our
+    managed and deployment tags, our own AMIs), in any state, and delete their snapshots.
+    Returns the image ids removed."""
+    ec2 = ctx.client("ec2")
+    removed: list[str] = []
+    for info in list_images(ctx, account):
+        _deregister(ec2, info)
+        report(Resource("image", info.image_id, None, "deleted"))
         for snap in info.snapshots:
-            try:
-                ec2.delete_snapshot(SnapshotId=snap)
-            except ClientError as exc:
-                if code_of(exc) != "InvalidSnapshot.NotFound":
-                    raise
+            report(Resource("snapshot", snap, None, "deleted"))
         removed.append(info.image_id)
     return removed

@@ -13,7 +13,6 @@ from ..base import InstanceInfo, LaunchSpec, TypeInfo
 from .errors import AwsError, code_of, wrap
 from .session import AwsContext
 
-IMAGE_PATTERN = "overcast-agent-*"
 # The launch's ClientToken is also stored as a tag: moto ignores ClientToken and cannot filter
 # on client-token, and a tag look-up works the same on AWS.
 LAUNCH_TOKEN = "overcast:launch-token"
@@ -42,36 +41,6 @@ def _describe(ec2: Any, filters: list[dict]) -> list[InstanceInfo]:
     pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     found = [_info(i) for page in pages for r in page["Reservations"] for i in r["Instances"]]
     return sorted(found, key=lambda i: (i.launch_time or datetime.min, i.aws_id))
-
-
-@wrap
-def find_image(ctx: AwsContext, owners: list[str] | None = None) -> str:
-    """The newest available AMI named `overcast-agent-*`.
-
-    With `owners`, only images of those accounts. Without, only images that are not public
-    (our own, or shared with this account explicitly), so a stranger's public AMI with the same
-    name is never picked.
-    """
-    ec2 = ctx.client("ec2")
-    kwargs: dict[str, Any] = {
-        "Filters": [
-            {"Name": "name", "Values": [IMAGE_PATTERN]},
-            {"Name": "state", "Values": ["available"]},
-        ]
-    }
-    if owners:
-        kwargs["Owners"] = owners
-    images = ec2.describe_images(**kwargs)["Images"]
-    if not owners:
-        images = [i for i in images if not i.get("Public")]
-    if not images:
-        raise AwsError(
-            f"No overcast agent image (an AMI named {IMAGE_PATTERN}) is available in region "
-            f"{ctx.region}. Choose a region where overcast publishes its image, or ask the "
-            "operator to share it with this AWS account."
-        )
-    newest = max(images, key=lambda i: (i.get("CreationDate", ""), i["Name"]))
-    return newest["ImageId"]
 
 
 @wrap

@@ -114,9 +114,6 @@ class AwsProvider(base.Provider):
     def close_firewall(self, conn: AwsContext, cluster_id: int) -> list[str]:
         return firewall.delete_cluster_security_groups(conn, cluster_id)
 
-    def find_image(self, conn: AwsContext, owners: list[str]) -> str:
-        return instances.find_image(conn, owners=owners)
-
     def instance_types(self, conn: AwsContext, names: list[str]) -> dict[str, base.TypeInfo]:
         return instances.instance_types(conn, names)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ... import tags as T
-from . import firewall, iam, instances, logs, network, registry
+from . import firewall, iam, images, instances, logs, network, registry
 from .errors import AwsError, wrap
 from .network import Report, Resource, noop
 from .session import AwsContext
@@ -13,8 +13,9 @@ from .session import AwsContext
 def teardown_account(
     ctx: AwsContext, slug: str, owner: str | None = None, report: Report = noop
 ) -> None:
-    """Delete the account's instances, security groups, role/profile, log group, ECR repository
-    and, if `owner` is given, the network tagged with that owner.
+    """Delete the account's instances, its overcast VM images (AMIs and their snapshots),
+    security groups, role/profile, log group, ECR repository and, if `owner` is given, the
+    network tagged with that owner.
 
     The shared hosted network (owner "operator") is only removed when tearing down the
     operator itself. A retryable AwsError means something is still shutting down: call again.
@@ -32,6 +33,9 @@ def teardown_account(
         for aws_id in ids:
             report(Resource("instance", aws_id, None, "deleted"))
 
+    # The account's own images (our tags: this deployment's, this account's); the hosted
+    # image (account "operator") goes only with the operator's own teardown.
+    images.delete_images(ctx, slug, report)
     remaining = firewall.delete_groups(ctx, T.resource_tags(slug), report)
     if remaining:
         err = AwsError(
