@@ -100,8 +100,7 @@ class EnvBuildMachine:
             keys = session.execute(select(SoftwareEnvironment.account_id,
                                           SoftwareEnvironment.lock_hash).where(
                 SoftwareEnvironment.build_state.in_(WORKING),
-                SoftwareEnvironment.lock_hash.is_not(None),
-                SoftwareEnvironment.deleted.is_(False)).distinct()).all()
+                SoftwareEnvironment.lock_hash.is_not(None)).distinct()).all()
         for account_id, lock_hash in keys:
             if time.monotonic() < self._next_poll.get((account_id, lock_hash), 0.0):
                 continue
@@ -114,6 +113,8 @@ class EnvBuildMachine:
         return bool(keys)
 
     def rows(self, session: Session, account_id: int, lock_hash: str) -> list[SoftwareEnvironment]:
+        """Every row of the lock still building, deleted ones too (the first one's id names
+        the builder, so it stays the same while rows come and go)."""
         return list(session.scalars(select(SoftwareEnvironment).where(
             SoftwareEnvironment.account_id == account_id,
             SoftwareEnvironment.lock_hash == lock_hash,
@@ -126,6 +127,12 @@ class EnvBuildMachine:
         account = session.get(Account, account_id)
         target = self.contexts.for_account(session, account, build_region(session, account))
         token = f"overcast-env-{rows[0].id}-{lock_hash[:12]}"
+        if all(r.deleted for r in rows):  # nobody wants this image any more: stop building
+            self._fail(session, account_id, target, rows, token, "deleted before its image "
+                       "was built", notify_user=False)
+            session.commit()
+            return
+        rows = [r for r in rows if not r.deleted] + [r for r in rows if r.deleted]
         try:
             if target.hosted:  # the operator's account: the slug's repository is made here
                 self.infra.ensure(session, account, target, target.ctx.region)
@@ -226,7 +233,8 @@ class EnvBuildMachine:
                f"Software environment {', '.join(self._names(rows))}: {what}")
 
     def _fail(self, session: Session, account_id: int, target: Target,
-              rows: list[SoftwareEnvironment], token: str, reason: str) -> None:
+              rows: list[SoftwareEnvironment], token: str, reason: str,
+              notify_user: bool = True) -> None:
         try:
             info = vm.find_builder(target.ctx, token)
             if info is not None and info.state != "terminated":
@@ -235,6 +243,8 @@ class EnvBuildMachine:
             log.warning("environment builder %s: cleaning up: %s", token, exc)
         for r in rows:
             r.build_state, r.reason = "error", reason[:4000]
+        if not notify_user:
+            return
         notify(session, account_id, "env-build-failed",
                f"Software environment {', '.join(self._names(rows))}: {reason}", level="error")
 
