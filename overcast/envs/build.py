@@ -37,7 +37,12 @@ WHEELS = "/root/.cache/pip/overcast-env-wheels"
 TAR_EXCLUDES = ("./proc", "./sys", "./dev", "./run", "./tmp", "./var/lib/docker",
                 "./var/cache/apt", "./var/lib/containerd", "./mnt", "./media", "./lost+found",
                 "./var/lib/cloud", "./root/.cache", "./root/.docker", "." + TOKEN_FILE,
-                "./etc/overcast/boot.json", "./usr/lib/overcast-localcloud", "./var/tmp")
+                "./etc/overcast/boot.json", "./usr/lib/overcast-localcloud", "./var/tmp",
+                # The container engine (~200 MB) runs on the VM, not in the environment.
+                "./usr/bin/docker", "./usr/bin/dockerd", "./usr/sbin/dockerd",
+                "./usr/bin/containerd", "./usr/bin/containerd-shim", "./usr/sbin/runc",
+                "./usr/bin/containerd-shim-runc-v1", "./usr/bin/containerd-shim-runc-v2",
+                "./usr/bin/runc", "./usr/bin/ctr", "./usr/bin/docker-proxy")
 # Serves the wheel directory on this VM's own address (what `docker build --network host`
 # reaches) and prints the port.
 _SERVE = ("import functools, http.server, sys\n"

@@ -275,9 +275,12 @@ class ClusterMachine:
             software = envbuilds.cluster_software(session, cluster.account,
                                                   cluster.options.get("software"))
         except envbuilds.WaitingForEnvironment:
-            # The build's notifications tell its progress; the start timeout counts from
-            # when the image is there.
-            cluster.started_at = utcnow()
+            # The build's notifications tell its progress; the start timeout and the boot
+            # timeout of instances not launched yet count from when the image is there.
+            cluster.started_at = now = utcnow()
+            for waiting in cluster.instances:
+                if waiting.state == "requested" and not waiting.aws_id:
+                    waiting.created_at = now
             session.commit()
             return False
         except envbuilds.EnvironmentFailed as exc:
