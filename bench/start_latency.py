@@ -44,12 +44,13 @@ def time_local(n: int) -> float:
     return elapsed
 
 
-def time_overcast(n: int, name: str) -> tuple[float, float]:
+def time_overcast(n: int, name: str, software: str | None = None) -> tuple[float, float]:
     """(seconds to n workers, wall-clock time of the call)."""
     import overcast
 
     wall, start = time.time(), time.perf_counter()
-    with overcast.Cluster(name=name, n_workers=n, progress="none") as cluster, \
+    with overcast.Cluster(name=name, n_workers=n, progress="none",
+                          software=software) as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(n)
         elapsed = time.perf_counter() - start

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 FORMAT_VERSION = 1
 BOOT_FILE = "/etc/overcast/boot.json"
@@ -42,6 +43,10 @@ class BootConfig:
     # The instance-side watchdog: the agent exits (and the VM powers off) after this long
     # without an answer from the control plane.
     shutdown_after_unreachable: float = DEFAULT_SHUTDOWN_AFTER_UNREACHABLE
+    # The cluster's software environment: the agent runs dask inside this image (pulled with
+    # `registry`: {"kind": "ecr"|"docker_hub", "server", "region", "username", "token"}).
+    software_image: str | None = None
+    registry: dict[str, Any] | None = None
 
     def __repr__(self) -> str:  # the token is a secret: never in a log line
         return (f"BootConfig(cluster_id={self.cluster_id}, role={self.role!r}, "

@@ -57,6 +57,10 @@ def run() -> int:
     except Exception as exc:  # noqa: BLE001 - no control plane to tell: its address is in there
         logger.error("cannot read this VM's overcast boot config: %s", exc)
         return 2
+    from overcast.agent import envrun
+
+    if envrun.wanted(boot):  # dask runs in the cluster's software environment image
+        return envrun.run_in_image(boot, ident)
     ship = logship.CloudWatchHandler(boot.log_group, ident.instance_id, boot.region)
     logship.install(ship)
     logger.info(

@@ -80,3 +80,35 @@ def check_login(user: str, token: str, repository: str, url: str | None = None, 
             f"The registry {name} refused the login of {user!r} with that access token: "
             f"check registry_username and registry_access_token (a Docker Hub access token "
             f"with read/write scope).")
+
+
+MANIFEST_TYPES = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"))
+
+
+def has_tag(user: str, token: str, repository: str, tag: str, url: str | None = None) -> bool:
+    """Whether `repository:tag` is in the registry (a HEAD of its manifest, logged in as
+    `user`): an image an earlier build pushed is reused, not built again."""
+    url = (url or registry_url()).rstrip("/")
+    path = f"{url}/v2/{repository}/manifests/{tag}"
+    headers = {"Accept": MANIFEST_TYPES}
+    try:
+        with httpx.Client(timeout=TIMEOUT) as http:
+            first = http.head(path, headers=headers)
+            if first.status_code == 401:
+                scheme, params = _challenge(first.headers.get("WWW-Authenticate", ""))
+                if scheme == "basic":
+                    first = http.head(path, headers=headers, auth=(user, token))
+                else:
+                    got = http.get(params.get("realm", ""), auth=(user, token), params={
+                        "service": params.get("service", ""),
+                        "scope": f"repository:{repository}:pull"}).json() or {}
+                    bearer = got.get("token") or got.get("access_token") or ""
+                    first = http.head(path, headers={**headers,
+                                                     "Authorization": f"Bearer {bearer}"})
+    except httpx.HTTPError as exc:
+        raise RegistryLoginError(f"Could not reach the registry {registry_host(url)} "
+                                 f"({type(exc).__name__}).") from None
+    return first.status_code == 200

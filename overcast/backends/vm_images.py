@@ -12,6 +12,7 @@ from overcast.backends.aws.images import (
     create_image,
     describe_image,
     describe_instance,
+    find_builder,
     image_name,
     image_tags,
     launch_builder,
@@ -20,7 +21,9 @@ from overcast.backends.aws.images import (
 )
 from overcast.backends.aws.instances import terminate
 from overcast.backends.aws.network import find_network
+from overcast.backends.aws.registry import ensure_ecr_repository, find_repository_uri, image_exists
 
 __all__ = ["AwsError", "console_output", "create_image", "describe_image", "describe_instance",
-           "find_network", "image_name", "image_tags", "launch_builder", "prune_images",
+           "ensure_ecr_repository", "find_builder", "find_network", "find_repository_uri",
+           "image_exists", "image_name", "image_tags", "launch_builder", "prune_images",
            "stock_debian_ami", "terminate"]

@@ -272,6 +272,8 @@ class Cluster(_DaskCluster):
     def _software_request(self) -> dict[str, Any]:
         if self._software:
             return {"software": self._software}
+        if not _truthy(config.get("package-sync")):
+            return {}  # the VM image's own packages (overcast.package-sync: false)
         from overcast.client import packagesync
 
         return {"package_sync": packagesync.collect()}
@@ -467,3 +469,10 @@ class Cluster(_DaskCluster):
         body = "".join(f'<tr><th style="text-align:left">{k}</th>'
                        f'<td style="text-align:left">{v}</td></tr>' for k, v in rows)
         return f"<div><strong>overcast.Cluster</strong><table>{body}</table></div>"
+
+
+def _truthy(value: Any) -> bool:
+    """dask config from env variables arrives as text ("false", "0")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return value is None or bool(value)

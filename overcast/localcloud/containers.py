@@ -36,7 +36,7 @@ import docker.errors
 import requests.exceptions
 
 from overcast import settings
-from overcast.localcloud import stockimage
+from overcast.localcloud import engineproxy, stockimage
 
 log = logging.getLogger("overcast.localcloud.containers")
 
@@ -115,6 +115,8 @@ class ContainerInstances:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="containers")
         self._lock = threading.Lock()
         self._closed = False
+        self.engine_proxy: engineproxy.EngineProxy | None = None
+        self._runtime: dict[str, bool] = {}  # image -> has a container runtime (docker)
 
     # -- the engine and the stock image ----------------------------------------------------
     def start(self) -> None:
@@ -127,6 +129,9 @@ class ContainerInstances:
             t = time.monotonic()
             self.client = engine.connect()
             self.timings["engine"] = time.monotonic() - t
+            sock = engineproxy.engine_socket()
+            if sock and os.path.exists(sock):
+                self.engine_proxy = engineproxy.EngineProxy(sock)
             self._remove_orphans()
             t = time.monotonic()
             tag, built = stockimage.ensure(self.client)
@@ -226,12 +231,45 @@ class ContainerInstances:
         env = {**egress_env(), "PATH": PATH,
                "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.runner.imds.endpoint_for(inst.id),
                "AWS_ENDPOINT_URL": self.runner.endpoint}
+        labels = {LABEL_CLOUD: self.cloud_id, LABEL_PID: str(os.getpid())}
+        mounts = egress_mounts()
+        if self.engine_proxy is not None and self._has_runtime(image):
+            # A VM of an image with a container runtime has an engine of its own: here, a
+            # socket of its own to the machine's engine (engineproxy.py).
+            sock = self.engine_proxy.open(inst.id, labels)
+            mounts[str(sock)] = {"bind": engineproxy.IN_CONTAINER, "mode": "rw"}
         return self.client.containers.run(
             image, [INIT_IN_CONTAINER], entrypoint=["python3", "-u"], detach=True,
-            network_mode="host", environment=env, volumes=egress_mounts(),
-            labels={LABEL_CLOUD: self.cloud_id, LABEL_INSTANCE: inst.id,
-                    LABEL_PID: str(os.getpid()), "overcast.ami": inst.image_id},
+            network_mode="host", environment=env, volumes=mounts,
+            labels={**labels, LABEL_INSTANCE: inst.id, "overcast.ami": inst.image_id},
             name=f"overcast-{self.cloud_id}-{inst.id}", stop_signal="SIGTERM")
+
+    def _has_runtime(self, image: str) -> bool:
+        """Whether the image has the docker client (a VM image with a container runtime);
+        looked at once per image, by running `test -x` in it."""
+        if image not in self._runtime:
+            try:  # the instance mounts too: a committed image declares them as volumes
+                self.client.containers.run(
+                    image, ["-c", "test -x /usr/bin/docker"], entrypoint=["/bin/sh"],
+                    remove=True, network_mode="none", volumes=egress_mounts(),
+                    labels={LABEL_CLOUD: self.cloud_id, LABEL_PID: str(os.getpid())})
+                self._runtime[image] = True
+            except docker.errors.ContainerError:
+                self._runtime[image] = False
+            except ENGINE_ERRORS as exc:  # not known: boot it without an engine
+                log.warning("cannot tell whether %s has a container runtime: %s", image, exc)
+                return False
+        return self._runtime[image]
+
+    def _remove_siblings(self, instance_id: str) -> None:
+        """The containers an instance ran on its engine end with it, as on a VM."""
+        if self.engine_proxy is None or self.client is None:
+            return
+        with contextlib.suppress(*ENGINE_ERRORS):
+            for c in self.client.containers.list(
+                    all=True, sparse=True,
+                    filters={"label": f"{engineproxy.LABEL_HOST}={instance_id}"}):
+                _remove(c)
 
     # -- exits, stop, terminate ------------------------------------------------------------
     def _watch(self, box: Box, container: Any) -> None:
@@ -241,6 +279,7 @@ class ContainerInstances:
         except ENGINE_ERRORS:  # removed under us (terminate, local cloud stop)
             return
         self._save_console(box)
+        self._remove_siblings(box.instance_id)
         if box.state != "running" or self._closed:
             return  # a stop/terminate the local cloud asked for
         box.state = "shutting-down"  # neither booted again nor stopped by a pass meanwhile
@@ -259,7 +298,10 @@ class ContainerInstances:
                     box.container = None
             except ENGINE_ERRORS as exc:  # already gone
                 log.debug("container of %s: %s", box.instance_id, exc)
+        self._remove_siblings(box.instance_id)
         if remove:
+            if self.engine_proxy is not None:
+                self.engine_proxy.close(box.instance_id)
             self.runner.forget(box.instance_id)
 
     def _save_console(self, box: Box) -> None:
@@ -340,6 +382,11 @@ class ContainerInstances:
                 self.client.images.remove(image.id, force=True)
             except ENGINE_ERRORS as exc:
                 log.warning("cannot remove image %s: %s", image.id, exc)
+        if self.engine_proxy is not None:  # what instances built, imported or pulled
+            for name in self.engine_proxy.images():
+                with contextlib.suppress(*ENGINE_ERRORS):
+                    self.client.images.remove(name, force=True)
+            self.engine_proxy.stop()
         self.client.close()
 
 

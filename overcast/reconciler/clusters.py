@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from overcast import reachability
 from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
-from overcast.reconciler import batches, images
+from overcast.reconciler import batches, envbuilds, images
 from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
@@ -275,12 +275,26 @@ class ClusterMachine:
             cluster.started_at = utcnow()
             session.commit()
             return False
+        try:
+            software = envbuilds.cluster_software(session, cluster.account,
+                                                  cluster.options.get("software"))
+        except envbuilds.WaitingForEnvironment:
+            # The build's notifications tell its progress; the start timeout and the boot
+            # timeout of instances not launched yet count from when the image is there.
+            cluster.started_at = now = utcnow()
+            for waiting in cluster.instances:
+                if waiting.state == "requested" and not waiting.aws_id:
+                    waiting.created_at = now
+            session.commit()
+            return False
+        except envbuilds.EnvironmentFailed as exc:
+            raise PlacementError(str(exc)) from None
         token = batches.start(cluster, batch)
         session.commit()  # the token is recorded before the call: a crash finds the batch
         try:
             infos = launch(self.provider, target, infra, cluster, batch.rows, token, image,
                            self.control_plane, opts, cluster.security_group_id,
-                           self.control_plane_ca)
+                           self.control_plane_ca, software)
         except CapacityError as exc:
             batches.forget(batch)  # refused: nothing was made
             return self._no_capacity(session, cluster, target, infra, opts, batch, exc)

@@ -68,7 +68,7 @@ class InfraCache:
 
     def _build(self, session: Session, account: Account, target: Target, region: str) -> Infra:
         return self.provider.set_up_account(
-            target.ctx, account.slug, network_owner=target.network_owner, registry=None,
+            target.ctx, account.slug, network_owner=target.network_owner, registry="ecr",
             s3_read=s3_read(session, account),
             report=recorder(session, account, target, region))
 

@@ -28,9 +28,12 @@ def instance_tags(cluster: Cluster, role: str) -> dict[str, str]:
 
 
 def boot_config(cluster: Cluster, row: Instance, control_plane: str,
-                opts: ClusterOptions, control_plane_ca: str | None = None) -> BootConfig:
+                opts: ClusterOptions, control_plane_ca: str | None = None,
+                software: tuple[str, dict] | None = None) -> BootConfig:
     resources = {"GPU": 1} if row.role == "worker" and opts.worker_gpu else {}
-    return BootConfig(control_plane=control_plane, cluster_id=cluster.id,
+    image, registry = software or (None, None)
+    return BootConfig(software_image=image, registry=registry,
+                      control_plane=control_plane, cluster_id=cluster.id,
                       cluster_token=crypto.decrypt(cluster.token_encrypted), role=row.role,
                       log_group=cluster.account.slug, region=cluster.region,
                       worker_resources=resources, control_plane_ca=control_plane_ca,
@@ -40,7 +43,8 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
 
 def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[Instance],
            token: str, image_id: str, control_plane: str, opts: ClusterOptions,
-           security_group_id: str, control_plane_ca: str | None = None) -> list[InstanceInfo]:
+           security_group_id: str, control_plane_ca: str | None = None,
+           software: tuple[str, dict] | None = None) -> list[InstanceInfo]:
     """One call for the batch `rows` (alike: role, zone, type, spot): all of them or an error."""
     row = rows[0]
     zone = row.zone or cluster.zone
@@ -52,7 +56,7 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[
         instance_profile=infra.instance_profile,
         # A cloud-init document: cloud-init writes the boot document, then starts the agent.
         user_data=boot_config(cluster, row, control_plane, opts,
-                              control_plane_ca).to_cloud_init(),
+                              control_plane_ca, software).to_cloud_init(),
         tags=instance_tags(cluster, row.role), spot=row.spot, client_token=token,
         count=len(rows))
     return provider.launch(target.ctx, [spec])

@@ -21,6 +21,7 @@ from overcast.reconciler.backend import BackendMachine
 from overcast.reconciler.backoff import Backoff
 from overcast.reconciler.clusters import ClusterMachine
 from overcast.reconciler.contexts import ContextFactory
+from overcast.reconciler.envbuilds import EnvBuildMachine
 from overcast.reconciler.images import ImageMachine
 from overcast.reconciler.infra import InfraCache
 from overcast.reconciler.leader import RETRY_SECONDS, Leadership
@@ -49,6 +50,8 @@ class Reconciler:
                                       Timeouts(liveness=self.liveness), control_plane_ca)
         # VM image builds (reconciler/images.py), stepped in the backend thread.
         self.images = ImageMachine(self.contexts, self.infra, control_plane, control_plane_ca)
+        # Software environment image builds (reconciler/envbuilds.py), likewise.
+        self.envs = EnvBuildMachine(self.contexts, self.infra)
         self.backoff = Backoff(base=1.0, cap=120.0)
         self.unexpected = Unexpected(db, self.machine)
         self.sweeper = Sweeper(db, self.contexts)
@@ -129,7 +132,8 @@ class Reconciler:
     def _backend_pass(self) -> bool:
         """Customer accounts being set up or torn down, and VM image builds; True if any."""
         busy = self.backends.run_pass(self.db)
-        return self.images.run_pass(self.db) or busy
+        busy = self.images.run_pass(self.db) or busy
+        return self.envs.run_pass(self.db) or busy
 
     def run_pass(self) -> bool:
         """One step for every unfinished cluster not backing off; True if any is on its way."""

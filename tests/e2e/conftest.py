@@ -6,6 +6,8 @@ is then the SQLite stack or a second one whose control plane keeps its data in P
 
 from __future__ import annotations
 
+import os
+
 import boto3
 import dask
 import pytest
@@ -19,6 +21,12 @@ STORES = ("sqlite", "postgresql")
 
 
 def pytest_configure(config):
+    # Package sync builds an image of the client's environment (this venv: ~140 packages, over
+    # a GB) once per local cloud: only tests/e2e/test_env_builds.py asks for it, with a slim
+    # client environment. Every other e2e test's clusters run the VM image's packages.
+    # An env variable, so clients the tests start as subprocesses get it too.
+    os.environ.setdefault("DASK_OVERCAST__PACKAGE_SYNC", "False")
+    dask.config.refresh()
     config.addinivalue_line("markers", "stores(*names): run the module once per control-plane "
                                        "store (sqlite, postgresql)")
 

@@ -28,8 +28,12 @@ def test_instance_role_named_after_slug(ctx):
     doc = client.get_role_policy(RoleName="alice", PolicyName=iam.INLINE_POLICY)["PolicyDocument"]
     doc = json.loads(doc) if isinstance(doc, str) else doc
     actions = {a for s in doc["Statement"] for a in s["Action"]}
-    # No S3 at all unless the account names buckets (s3_read).
-    assert actions == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    # No S3 at all unless the account names buckets (s3_read); ECR: the slug's repository.
+    assert {a for a in actions if not a.startswith("ecr:")} == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    ecr = [s for s in doc["Statement"] if s["Sid"] == "EnvironmentImages"][0]
+    assert ecr["Resource"] == "arn:aws:ecr:*:*:repository/alice"
+    assert "ecr:BatchGetImage" in ecr["Action"] and "ecr:PutImage" in ecr["Action"]
     log_stmt = doc["Statement"][0]
     assert all(":log-group:alice" in r for r in log_stmt["Resource"])
     profile = client.get_instance_profile(InstanceProfileName="alice")["InstanceProfile"]

@@ -125,6 +125,21 @@ def _image_build(ctx):
         images.stock_debian_ami(ctx)
 
 
+def _env_build(ctx):
+    """A software environment build's calls (reconciler/envbuilds.py): ongoing policy."""
+    registry.find_repository_uri(ctx, "alice")
+    assert not registry.image_exists(ctx, "alice", "a" * 64)
+    net = network.find_network(ctx, "alice")
+    stock = ctx.client("ec2").describe_images()["Images"][0]["ImageId"]
+    builder = images.launch_builder(
+        ctx, image_id=stock, subnet_id=net.public_subnets[ZONES[0]], instance_profile="alice",
+        user_data="#!/bin/sh\n", tags=images.image_tags("alice", "1"), client_token="env-1",
+        role="env-builder")
+    assert images.find_builder(ctx, "env-1").aws_id == builder.aws_id
+    images.console_output(ctx, builder.aws_id)
+    instances.terminate(ctx, [builder.aws_id])
+
+
 def test_every_call_is_in_its_phase_policy(aws_env):
     with mock_aws():
         ctx = session.context(REGION)
@@ -137,6 +152,7 @@ def test_every_call_is_in_its_phase_policy(aws_env):
 
         calls.clear()
         info = _cluster(ctx, image)
+        _env_build(ctx)
         # Firewall settings changed: rules are revoked and added with the ongoing policy.
         _cluster(ctx, image, ports=(8786,))
         instances.terminate(ctx, [info.aws_id])

@@ -219,6 +219,8 @@ def test_skew_none_when_equal_table_when_different_refused_on_major():
 
 # -- the build plan ----------------------------------------------------------------------------
 def test_build_script_pushes_the_lock_hash_tag_and_keeps_tokens_off_argv():
+    import yaml
+
     from overcast.envs import build
 
     text = "# python 3.11\nsix==1.16.0\n"
@@ -226,13 +228,52 @@ def test_build_script_pushes_the_lock_hash_tag_and_keeps_tokens_off_argv():
                            "127.0.0.1:5000", region="us-east-1")
     script = build.build_script(plan)
     assert plan.image_uri.endswith(":" + lock.lock_hash(text))
-    assert "six==1.16.0" in script and f"docker push {plan.image_uri}" in script
-    assert "--password-stdin" in script and "reused" in script
+    assert "six==1.16.0" in script and f"step push docker push {plan.image_uri}" in script
+    assert "registry_login us-east-1 | docker login --username AWS --password-stdin" in script
+    assert f"say done {plan.image_uri}" in script
+    # The base image leaves out this builder's user data, logins and token.
+    for path in ("./var/lib/cloud", "./root/.docker", "./etc/overcast/registry-token"):
+        assert f"--exclude={path}" in script
     hub = build.BuildPlan(plan.lock_hash, text, "docker.io/team/envs", "docker_hub",
                           "docker.io", username="team")
-    assert "cat /etc/overcast/registry-token | docker login" in build.build_script(hub)
-    with pytest.raises(NotImplementedError, match="builder instance"):
-        build.build_environment(plan)
+    assert "--password-stdin docker.io < /etc/overcast/registry-token" in build.build_script(hub)
+    doc = yaml.safe_load(build.builder_user_data(hub, "dckr_pat_secret")[len("#cloud-config"):])
+    files = {f["path"]: f for f in doc["write_files"]}
+    assert files[build.TOKEN_FILE]["permissions"] == "0600"
+    assert "dckr_pat_secret" not in files[build.SCRIPT]["content"]
+    assert doc["runcmd"] == [["/bin/sh", build.SCRIPT]]
+
+
+def test_build_progress_from_the_console():
+    from overcast.envs import build
+
+    console = ("[local-cloud-init] running\noverkill\noverhead overcast-env-build: login\n"
+               "overcast-env-build: wheels\nnoise\novercast-env-build: push\n")
+    state = build.progress(console)
+    assert state.steps == ["login", "wheels", "push"] and not state.done and not state.failed
+    state = build.progress(console + "overcast-env-build: done reg/x:abc\n")
+    assert state.done == "reg/x:abc"
+    state = build.progress(console + "overcast-env-build: FAILED at step push (exit 1)\n")
+    assert state.failed == "FAILED at step push (exit 1)" and state.done is None
+
+
+def test_instance_engine_refuses_what_a_vm_engine_would_not_reach():
+    from overcast.localcloud import engineproxy as ep
+
+    assert ep.refusal({"HostConfig": {"NetworkMode": "host"}}) is None
+    assert ep.refusal({"HostConfig": {"Mounts": [{"Type": "tmpfs", "Target": "/x"}]}}) is None
+    for host in ({"Binds": ["/:/host"]}, {"Mounts": [{"Type": "bind", "Source": "/"}]},
+                 {"Mounts": [{"Type": "volume", "Source": "v"}]}, {"VolumesFrom": ["c"]},
+                 {"Privileged": True}, {"CapAdd": ["SYS_ADMIN"]}, {"PidMode": "host"},
+                 {"Devices": [{"PathOnHost": "/dev/sda"}]}, {"SecurityOpt": ["x"]},
+                 {"DeviceRequests": [{"Count": -1}]}):
+        assert "does not allow" in ep.refusal({"HostConfig": host}), host
+    assert ep.images_named("POST", "/v1.41/build", "t=reg%2Fa%3Ab&q=1") == ["reg/a:b"]
+    assert ep.images_named("POST", "/v1.41/images/create", "fromImage=reg/a&tag=t") == [
+        "reg/a:t"]
+    assert ep.images_named("POST", "/v1.41/images/create", "fromSrc=-&repo=base&tag=1") == [
+        "base:1"]
+    assert ep.images_named("GET", "/v1.41/images/json", "") == []
 
 
 # -- registries --------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ TRUST_POLICY = {
 
 
 def instance_policy(slug: str, s3_read: Sequence[str] = ()) -> dict[str, Any]:
-    """Agents write their own log stream in the slug's group; dask reads the granted buckets."""
+    """Agents write their own log stream in the slug's group, pull (and builders push) the
+    slug's environment images; dask reads the granted buckets."""
     group = f"arn:aws:logs:*:*:log-group:{slug}"
     statements: list[dict[str, Any]] = [
         {
@@ -46,6 +47,17 @@ def instance_policy(slug: str, s3_read: Sequence[str] = ()) -> dict[str, Any]:
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             "Resource": [group, f"{group}:*"],
         }
+    ]
+    # Software environments (docs/software-environments.md): builders push, VMs pull the
+    # account's repository only; the login token itself cannot be scoped to a repository.
+    statements += [
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"],
+         "Resource": "*"},
+        {"Sid": "EnvironmentImages", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                    "ecr:CompleteLayerUpload", "ecr:PutImage"],
+         "Resource": f"arn:aws:ecr:*:*:repository/{slug.lower()}"},
     ]
     buckets = sorted(set(s3_read))
     if buckets:

@@ -70,13 +70,14 @@ def stock_debian_ami(ctx: AwsContext) -> str:
 @wrap
 def launch_builder(ctx: AwsContext, *, image_id: str, subnet_id: str,
                    instance_profile: str | None, user_data: str, tags: dict[str, str],
-                   client_token: str, instance_type: str = BUILDER_TYPE) -> InstanceInfo:
+                   client_token: str, instance_type: str = BUILDER_TYPE,
+                   role: str = BUILDER_ROLE) -> InstanceInfo:
     """Launch the builder (or find the one launched with this token)."""
     ec2 = ctx.client("ec2")
     existing = _describe(ec2, T.filters({LAUNCH_TOKEN: client_token}))
     if existing:
         return existing[0]
-    all_tags = {**tags, T.ROLE: BUILDER_ROLE, LAUNCH_TOKEN: client_token}
+    all_tags = {**tags, T.ROLE: role, LAUNCH_TOKEN: client_token}
     kwargs: dict[str, Any] = {
         "ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
         "SubnetId": subnet_id, "UserData": user_data, "ClientToken": client_token,
@@ -88,6 +89,13 @@ def launch_builder(ctx: AwsContext, *, image_id: str, subnet_id: str,
     if instance_profile:
         kwargs["IamInstanceProfile"] = {"Name": instance_profile}
     return _info(ec2.run_instances(**kwargs)["Instances"][0])
+
+
+@wrap
+def find_builder(ctx: AwsContext, client_token: str) -> InstanceInfo | None:
+    """The builder launched with `client_token`, if any (terminated ones included)."""
+    found = _describe(ctx.client("ec2"), T.filters({LAUNCH_TOKEN: client_token}))
+    return found[0] if found else None
 
 
 @wrap

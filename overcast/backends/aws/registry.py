@@ -91,3 +91,13 @@ def image_exists(ctx: AwsContext, slug: str, tag: str) -> bool:
             return False
         raise
     return bool(found)
+
+
+@wrap
+def find_repository_uri(ctx: AwsContext, slug: str) -> str:
+    """The account's repository URI (made at backend setup); an AwsError saying so if missing."""
+    repo = _find(ctx.client("ecr"), repository_name(slug))
+    if repo is None:
+        raise AwsError(f"The ECR repository {repository_name(slug)!r} for software "
+                       "environments is missing: run `overcast setup aws` again.")
+    return repo["repositoryUri"]

@@ -176,8 +176,12 @@ def for_cluster(session: Session, account: Account, software: str | None,
 def cluster_note(software: dict[str, Any]) -> tuple[str, str]:
     """(level, message) of the notification a cluster's environment gets at request time."""
     what = f"Software environment {software['name']} v{software['version']}"
+    if software.get("lock_hash") is None:
+        # A given --container image: its check on a builder is not wired yet.
+        return "warning", (f"{what} is a given container image, which clusters do not run "
+                           f"yet: this cluster runs the VM image's packages; see "
+                           f"docs/software-environments.md")
     if software["build_state"] == "ready":
-        return "info", f"{what}: image {software['image_uri']}"
-    # Until builder instances land, a cluster runs the VM image's own packages; say so.
-    return "warning", (f"{what} has no image yet ({software['build_state']}): this version "
-                       f"runs the VM image's packages; see docs/software-environments.md")
+        return "info", f"{what}: reused image {software['image_uri']} (no build)"
+    return "info", (f"{what}: its image is being built ({software['build_state']}); the "
+                    f"cluster's VMs start once it is in the registry")
