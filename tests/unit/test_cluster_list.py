@@ -9,7 +9,6 @@ import pytest
 
 from overcast.server import clusterlists
 from overcast.store.models import Cluster
-from tests.unit.test_api import api  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,12 +18,12 @@ def names(response) -> list[str]:
     return [c["name"] for c in response.json()]
 
 
-def finish(api, name: str) -> None:  # noqa: F811
+def finish(api, name: str) -> None:
     with api.db.session() as session:
         session.query(Cluster).filter_by(name=name).one().state = "stopped"
 
 
-def test_active_by_default_all_on_request(api):  # noqa: F811
+def test_active_by_default_all_on_request(api):
     url = f"/api/v1/accounts/{api.slug}/clusters"
     for name in ("a", "b", "c"):
         assert api.post(url, headers=api.alice, json={"name": name}).status_code == 201
@@ -35,7 +34,7 @@ def test_active_by_default_all_on_request(api):  # noqa: F811
     assert api.get(url + "?state=some", headers=api.alice).status_code == 422
 
 
-def test_pages_follow_x_next_after(api):  # noqa: F811
+def test_pages_follow_x_next_after(api):
     url = f"/api/v1/accounts/{api.slug}/clusters"
     for n in range(5):
         api.post(url, headers=api.alice, json={"name": f"p{n}"})
@@ -49,7 +48,7 @@ def test_pages_follow_x_next_after(api):  # noqa: F811
     assert api.get(url + "?limit=0", headers=api.alice).status_code == 422
 
 
-def test_cache_shows_own_writes_and_expires(api, monkeypatch):  # noqa: F811
+def test_cache_shows_own_writes_and_expires(api, monkeypatch):
     monkeypatch.setattr(clusterlists, "TTL", 0.3)
     url = f"/api/v1/accounts/{api.slug}/clusters"
     assert names(api.get(url, headers=api.alice)) == []

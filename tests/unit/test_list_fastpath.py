@@ -14,12 +14,11 @@ from anyio import to_thread
 from overcast.server import clusterlists, tokencache
 from overcast.server.clusterlists import ClusterLists
 from overcast.store.models import ApiToken, Cluster
-from tests.unit.test_api import api  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def url(api) -> str:  # noqa: F811
+def url(api) -> str:
     return f"/api/v1/accounts/{api.slug}/clusters"
 
 
@@ -28,14 +27,14 @@ def names(response) -> list[str]:
     return [c["name"] for c in response.json()]
 
 
-def test_revoked_here_is_refused_at_once(api):  # noqa: F811
+def test_revoked_here_is_refused_at_once(api):
     assert names(api.get(url(api), headers=api.alice)) == []  # the token is cached now
     token_id = api.get("/api/v1/tokens", headers=api.alice).json()[0]["id"]
     assert api.delete(f"/api/v1/tokens/{token_id}", headers=api.alice).status_code == 204
     assert api.get(url(api), headers=api.alice).status_code == 401
 
 
-def test_revoked_elsewhere_is_refused_within_max_age(api, monkeypatch):  # noqa: F811
+def test_revoked_elsewhere_is_refused_within_max_age(api, monkeypatch):
     monkeypatch.setattr(tokencache, "FRESH", 0.2)
     monkeypatch.setattr(tokencache, "MAX_AGE", 0.4)
     assert names(api.get(url(api), headers=api.alice)) == []
@@ -45,7 +44,7 @@ def test_revoked_elsewhere_is_refused_within_max_age(api, monkeypatch):  # noqa:
     assert api.get(url(api), headers=api.alice).status_code == 401
 
 
-def test_only_members_get_an_accounts_list(api):  # noqa: F811
+def test_only_members_get_an_accounts_list(api):
     team = api.post("/api/v1/teams", headers=api.alice, json={"name": "lab"}).json()["slug"]
     team_url = f"/api/v1/accounts/{team}/clusters"
     assert api.post(team_url, headers=api.alice, json={"name": "shared"}).status_code == 201
@@ -65,7 +64,7 @@ def test_only_members_get_an_accounts_list(api):  # noqa: F811
     assert api.get(team_url, headers=api.bob).status_code == 404
 
 
-def test_own_writes_show_at_once_and_others_within_ttl(api, monkeypatch):  # noqa: F811
+def test_own_writes_show_at_once_and_others_within_ttl(api, monkeypatch):
     monkeypatch.setattr(clusterlists, "TTL", 0.3)
     for name in ("a", "b"):
         api.post(url(api), headers=api.alice, json={"name": name})
@@ -79,7 +78,7 @@ def test_own_writes_show_at_once_and_others_within_ttl(api, monkeypatch):  # noq
     assert names(api.get(url(api), headers=api.alice)) == ["b"]
 
 
-def test_fast_path_answers_like_the_route(api):  # noqa: F811
+def test_fast_path_answers_like_the_route(api):
     for n in range(3):
         api.post(url(api), headers=api.alice, json={"name": f"c{n}", "n_workers": n})
     fast = api.get(url(api) + "?limit=2", headers=api.alice)
