@@ -167,6 +167,7 @@ PROBES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "resourceArn": f"arn:aws:ecr:us-east-1:000000000000:repository/{PROBE}",
         "tags": [{"Key": "overcast:probe", "Value": "1"}]}),
     "ecr:DescribeRepositories": ("ecr", "describe_repositories", {"repositoryNames": [PROBE]}),
+    "ecr:DescribeImages": ("ecr", "describe_images", {"repositoryName": PROBE}),
 }
 
 # Checked by AWS only inside another call (RunInstances with a profile): nothing to try alone.
