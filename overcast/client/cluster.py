@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import html
 import logging
-import math
-import operator
 import time
 import uuid
 from typing import Any
@@ -28,10 +25,13 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from overcast import options
 from overcast.client import config
 from overcast.client.api import Api
+from overcast.client.display import html_repr, text_repr
 from overcast.client.errors import ApiError, ClusterStartError, NotFound, ServerUnreachable
 from overcast.client.logs import format_events
 from overcast.client.progress import StartProgress
-from overcast.dashboardcred import redact
+from overcast.client.software import software_request
+from overcast.client.teardown import Teardown
+from overcast.client.validate import whole_number, workers_to_wait_for
 
 logger = logging.getLogger("overcast.client")
 
@@ -40,37 +40,7 @@ LIVE_INSTANCE = ("requested", "launched", "booting", "ready")
 CREATE_RETRIES = 5  # tries after the first: ~15 s of backoff in all (overcast.client.api)
 
 
-def workers_to_wait_for(wait_for_workers: Any, n_workers: int) -> int:
-    """True: all; False/None/0: none; int >= 1: that many (at most n); 0 < x < 1: fraction."""
-    if wait_for_workers is None or wait_for_workers is False:
-        return 0
-    if wait_for_workers is True:
-        return n_workers
-    if isinstance(wait_for_workers, float) and 0 < wait_for_workers < 1:
-        return math.ceil(wait_for_workers * n_workers)
-    if isinstance(wait_for_workers, (int, float)) and wait_for_workers >= 0:
-        return min(int(wait_for_workers), n_workers)
-    raise ValueError(f"wait_for_workers must be a bool, an int >= 0 or a fraction in (0, 1), "
-                     f"not {wait_for_workers!r}")
-
-
-def whole_number(value: Any, what: str) -> int:
-    """A worker count: an int >= 0 (or a float with no fraction, as YAML may give); 1.5 or
-    -1 is an error, never silently rounded or clamped."""
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{what} must be a whole number >= 0, not {value!r}") from None
-    if n < 0:
-        raise ValueError(f"{what} must be >= 0, not {n}")
-    return n
-
-
-class Cluster(_DaskCluster):
+class Cluster(Teardown, _DaskCluster):
     """A Dask cluster on AWS (or the local cloud), managed by the overcast control plane.
 
     >>> cluster = overcast.Cluster(n_workers=4)          # doctest: +SKIP
@@ -178,7 +148,7 @@ class Cluster(_DaskCluster):
             info = await self._find_existing()
             if info is None:
                 body = {"name": self._requested_name, "n_workers": self._n_workers,
-                        **self._options, **self._software_request()}
+                        **self._options, **software_request(self._software)}
                 self._create_sent = True
                 info = await self._api.arequest(
                     "POST", Api.clusters_path(self._account), json=body,
@@ -269,15 +239,6 @@ class Cluster(_DaskCluster):
             await self._wait_for_workers(self._wait_for, timeout=max(self._start_timeout, 30))
         await self._check_versions()
 
-    def _software_request(self) -> dict[str, Any]:
-        if self._software:
-            return {"software": self._software}
-        if not _truthy(config.get("package-sync")):
-            return {}  # the VM image's own packages (overcast.package-sync: false)
-        from overcast.client import packagesync
-
-        return {"package_sync": packagesync.collect()}
-
     async def _check_versions(self) -> None:
         """Show a table of version differences before any task runs; refuse a major
         mismatch of distributed (skew.VersionSkewError, the cluster is then stopped)."""
@@ -295,30 +256,6 @@ class Cluster(_DaskCluster):
             import sys
 
             print(table, file=sys.stderr)
-
-    async def _abandon(self) -> None:
-        """Delete the cluster if this object created it (once, even if called twice)."""
-        if not self._created and self._create_sent and self.shutdown_on_close:
-            await self._abandon_unanswered()
-        if not (self._created and self.shutdown_on_close and self._info.get("name")):
-            return
-        if self._abandon_task is None:
-            self._abandon_task = asyncio.ensure_future(self._delete(wait=False))
-        await asyncio.shield(self._abandon_task)
-
-    async def _abandon_unanswered(self) -> None:
-        """The create got no answer (every retry failed), yet it may have made a cluster:
-        look it up by this object's key and delete it, so none is left that the user never
-        heard of."""
-        try:
-            found = await self._api.arequest(
-                "GET", Api.clusters_path(self._account),
-                params={"idempotency_key": self._idempotency_key}, retries=2)
-        except Exception as exc:  # noqa: BLE001 - best effort; the start error matters more
-            logger.warning("could not check whether the failed create made a cluster: %s", exc)
-            return
-        for info in found or []:
-            self._info, self.name, self._created = info, info["name"], True
 
     # -- state ------------------------------------------------------------------------------
     async def _refresh(self) -> None:
@@ -428,51 +365,11 @@ class Cluster(_DaskCluster):
         finally:
             await self._api.aclose()
 
-    async def _delete(self, wait: bool) -> None:
-        path = Api.clusters_path(self._account, self.name)
-        try:
-            self._info = await self._api.arequest("DELETE", path) or self._info
-        except NotFound:
-            return
-        if not wait:
-            return
-        timeout = config.seconds("close-timeout")
-        deadline = time.monotonic() + timeout
-        poll = config.seconds("poll-interval")
-        while self._info.get("state") not in ("stopped", "error"):
-            if time.monotonic() > deadline:
-                logger.warning("Cluster %s is still %s after %.0f s; the control plane keeps "
-                               "stopping it.", self.name, self._info.get("state"), timeout)
-                return
-            await asyncio.sleep(poll)
-            try:
-                self._info = await self._api.arequest("GET", path)
-            except NotFound:
-                return
-
     # -- display ----------------------------------------------------------------------------
     def __repr__(self) -> str:
-        return (f"Cluster(name={self.name!r}, account={self._account!r}, state={self.state!r}, "
-                f"workers={self._info.get('workers_ready', 0)}/{self._n_workers}, "
-                # repr() ends up in logs and tracebacks: the link without its credential.
-                f"dashboard={redact(self.dashboard_link) if self.dashboard_link else None!r})")
+        return text_repr(self.name, self._account, self.state, self._info, self._n_workers,
+                         self.dashboard_link)
 
     def _repr_html_(self, cluster_status: Any = None) -> str:
-        link = self.dashboard_link
-        rows = [("Name", html.escape(str(self.name))),
-                ("Account", html.escape(str(self._account))),
-                ("State", html.escape(self.state)),
-                ("Workers", f"{self._info.get('workers_ready', 0)} / {self._n_workers}"),
-                ("Region", html.escape(str(self._info.get("region") or ""))),
-                ("Dashboard", f'<a href="{html.escape(link)}" target="_blank">'
-                              f"{html.escape(link)}</a>" if link else "")]
-        body = "".join(f'<tr><th style="text-align:left">{k}</th>'
-                       f'<td style="text-align:left">{v}</td></tr>' for k, v in rows)
-        return f"<div><strong>overcast.Cluster</strong><table>{body}</table></div>"
-
-
-def _truthy(value: Any) -> bool:
-    """dask config from env variables arrives as text ("false", "0")."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "0", "no", "off", "")
-    return value is None or bool(value)
+        return html_repr(self.name, self._account, self.state, self._info, self._n_workers,
+                         self.dashboard_link)
