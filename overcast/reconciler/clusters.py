@@ -13,14 +13,15 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from overcast import reachability
-from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
+from overcast.backends.base import InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
-from overcast.reconciler import batches, envbuilds, images
+from overcast.reconciler import batches
 from overcast.reconciler.console import with_console
 from overcast.reconciler.contexts import ContextFactory, Target
 from overcast.reconciler.health import AWS_GONE, LIVE, apply_reports, confirmed_dead
 from overcast.reconciler.infra import InfraCache
-from overcast.reconciler.launch import INSTANCE_ROW_TAG, launch
+from overcast.reconciler.launch import INSTANCE_ROW_TAG
+from overcast.reconciler.launcher import BatchLauncher
 from overcast.reconciler.observe import AccountView
 from overcast.reconciler.placement import (
     SPOT_INTERRUPTED,
@@ -47,6 +48,8 @@ class ClusterMachine:
         self.zones = Zones(infra)
         self.quota = QuotaHold()
         self.view = AccountView(self.provider)  # one look per account for settled clusters
+        self.launcher = BatchLauncher(self.provider, self.zones, self.quota, self.view,
+                                      control_plane, control_plane_ca)
 
     def step(self, session: Session, cluster: Cluster) -> bool:
         """One step towards what the user asked. False: a cloud error to back off from."""
@@ -262,98 +265,8 @@ class ClusterMachine:
             return  # a quota is reached: scaling waits (backoff) while what runs keeps running
         pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
         for batch in batches.plan(pending):
-            if not self._launch_batch(session, cluster, target, infra, opts, batch):
+            if not self.launcher.launch(session, cluster, target, infra, opts, batch):
                 return  # waiting (image, quota), or the cluster moved zone: a later pass
-
-    def _launch_batch(self, session, cluster, target, infra, opts, batch: batches.Batch) -> bool:
-        """One launch call for the batch's rows. False: stop launching in this pass."""
-        try:
-            image = self._image(session, cluster, target)
-        except images.WaitingForImage:
-            # The build's own notifications tell its progress; the start timeout counts
-            # from when the image is there.
-            cluster.started_at = utcnow()
-            session.commit()
-            return False
-        try:
-            software = envbuilds.cluster_software(session, cluster.account,
-                                                  cluster.options.get("software"))
-        except envbuilds.WaitingForEnvironment:
-            # The build's notifications tell its progress; the start timeout and the boot
-            # timeout of instances not launched yet count from when the image is there.
-            cluster.started_at = now = utcnow()
-            for waiting in cluster.instances:
-                if waiting.state == "requested" and not waiting.aws_id:
-                    waiting.created_at = now
-            session.commit()
-            return False
-        except envbuilds.EnvironmentFailed as exc:
-            raise PlacementError(str(exc)) from None
-        token = batches.start(cluster, batch)
-        session.commit()  # the token is recorded before the call: a crash finds the batch
-        try:
-            infos = launch(self.provider, target, infra, cluster, batch.rows, token, image,
-                           self.control_plane, opts, cluster.security_group_id,
-                           self.control_plane_ca, software)
-        except CapacityError as exc:
-            batches.forget(batch)  # refused: nothing was made
-            return self._no_capacity(session, cluster, target, infra, opts, batch, exc)
-        except QuotaExceeded as exc:
-            batches.forget(batch)
-            self.quota.hit(session, cluster, exc)
-            return False
-        self.quota.cleared(cluster.id)
-        self.view.note_launched(cluster.id, infos)
-        # Agents' identity documents must name this account (server/identity.py).
-        cluster.aws_account_id = cluster.aws_account_id or next(
-            (i.account for i in infos if i.account), None)
-        pairs = batches.assign(cluster, batch, infos)
-        for row, info in pairs:
-            row.aws_id, row.zone, row.subnet_id = info.aws_id, info.zone, info.subnet_id
-            row.state = "booting" if info.state == "running" else "launched"
-        first = batch.first
-        ids = [info.aws_id for _, info in pairs]
-        what = f"{len(ids)} {first.role}s" if len(ids) > 1 else first.role.capitalize()
-        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        notify(session, cluster.account_id, f"{first.role}-launched",
-               f"{what} {shown} launched ({first.instance_type}"
-               f"{', spot' if first.spot else ''}) in {pairs[0][1].zone if pairs else '?'}",
-               cluster=cluster)
-        session.commit()
-        return True
-
-    def _no_capacity(self, session, cluster, target, infra, opts, batch: batches.Batch,
-                     exc: CapacityError) -> bool:
-        """Spot falls back to on-demand, else the batch (a starting cluster: all of it) moves
-        to the next zone with capacity (placement.py)."""
-        first = batch.first
-        if first.spot and opts.spot_on_demand_fallback:
-            for row in batch.rows:
-                row.spot = False
-            notify(session, cluster.account_id, "spot-fallback",
-                   f"No spot capacity ({exc}); launching on-demand", level="warning",
-                   cluster=cluster)
-            session.commit()
-            return self._launch_batch(session, cluster, target, infra, opts, batch)
-        try:
-            leaving = self.zones.fail_over(session, cluster, target, opts, first, exc)
-        except PlacementError as exhausted:
-            if cluster.state != "running":
-                raise
-            # No zone has room for more workers now: what runs keeps running.
-            self.zones.forget(cluster.id)
-            for row in batch.rows:
-                row.zone = cluster.zone
-            self.quota.hold(session, cluster, "capacity-waiting",
-                            f"{exhausted} The cluster keeps running; overcast tries "
-                            "again later.")
-            return False
-        for row in batch.rows:  # a running cluster moves only this batch
-            row.zone = first.zone
-        session.commit()
-        if leaving:
-            self.provider.terminate(target.ctx, leaving)
-        return False
 
     def _finish_removed(self, session, cluster, target) -> None:
         """Terminate the workers the scale API was told to remove (Adaptive retired them on
@@ -380,11 +293,6 @@ class ClusterMachine:
         self.provider.terminate(target.ctx, [r.aws_id for r in retire if r.aws_id])
         notify(session, cluster.account_id, "cluster-scale-down",
                f"Terminated {len(retire)} worker(s)", cluster=cluster)
-
-    def _image(self, session: Session, cluster: Cluster, target: Target) -> str:
-        """The account's built overcast image (reconciler/images.py), else a build the
-        cluster waits for."""
-        return images.resolve(session, cluster.account, target)
 
     # --- stopping: terminate, delete the security group, done ------------------------------
     def _teardown(self, session: Session, cluster: Cluster, target: Target) -> None:
