@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,9 @@ class _FakeHandler(BaseHTTPRequestHandler):
             return self._send(401, {"detail": "bad token"})
         if not self.path.startswith(prefix):
             return self._send(404, {"detail": "no such cluster"})
-        path = self.path[len(prefix) :]
+        # The query (`?wait=` of the scheduler long-poll) does not pick the route; this fake
+        # answers at once, which the agent asks again after a pause.
+        path = urlsplit(self.path).path[len(prefix) :]
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         srv = self.server

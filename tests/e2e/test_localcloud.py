@@ -56,7 +56,8 @@ def state(cloud: LocalCloud, instance_id: str, region: str = "us-east-1") -> str
 def test_state_file(cloud):
     assert read_state() == {"endpoint": cloud.endpoint, "imds": cloud.imds_url,
                             "pid": os.getpid(), "enforce_iam": False,
-                            "registries": cloud.registries.state()}
+                            "registries": cloud.registries.state(),
+                            "identity_cert": str(cloud.signer.cert_path), "hollow": None}
 
 
 def read_anonymously(cloud: LocalCloud, month: int) -> pd.DataFrame:
