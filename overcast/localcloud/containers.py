@@ -10,6 +10,9 @@ made from a container instance) boots as a container:
   run by the image's own python3; it runs the user data and prints to the console.
 - The egress a VPC would give: the machine's CA bundle mounted read-only over the image's,
   the machine's pip settings (files read-only, PIP_*/UV_* variables that name no host path).
+- Host files are bind mounts (HostConfig.Mounts), never docker-py's `volumes=`: that declares
+  each target a VOLUME, which CreateImage (docker commit) bakes into the AMI, and an instance
+  of it not mounting that file fails to be created ("cannot mount volume over existing file").
 - Labels: overcast.localcloud=<this local cloud's id>, overcast.instance=<instance id>; the
   local cloud removes every container with its label when it stops.
 
@@ -34,6 +37,7 @@ from typing import Any
 
 import docker.errors
 import requests.exceptions
+from docker.types import Mount
 
 from overcast import settings
 from overcast.localcloud import engineproxy, stockimage
@@ -97,6 +101,12 @@ def egress_mounts() -> dict[str, dict[str, str]]:
     except OSError as exc:  # no mirror: instances download from the index, only slower
         log.warning("no package cache for instances (%s): %s", PIP_CACHE, exc)
     return mounts
+
+
+def bind_mounts(mounts: dict[str, dict[str, str]]) -> list[Mount]:
+    """`{source: {"bind": target, "mode": "ro"|"rw"}}` as bind mounts (see the module doc)."""
+    return [Mount(target=m["bind"], source=src, type="bind", read_only=m["mode"] == "ro")
+            for src, m in mounts.items()]
 
 
 class ContainerInstances:
@@ -240,7 +250,7 @@ class ContainerInstances:
             mounts[str(sock)] = {"bind": engineproxy.IN_CONTAINER, "mode": "rw"}
         return self.client.containers.run(
             image, [INIT_IN_CONTAINER], entrypoint=["python3", "-u"], detach=True,
-            network_mode="host", environment=env, volumes=mounts,
+            network_mode="host", environment=env, mounts=bind_mounts(mounts),
             labels={**labels, LABEL_INSTANCE: inst.id, "overcast.ami": inst.image_id},
             name=f"overcast-{self.cloud_id}-{inst.id}", stop_signal="SIGTERM")
 
@@ -248,10 +258,10 @@ class ContainerInstances:
         """Whether the image has the docker client (a VM image with a container runtime);
         looked at once per image, by running `test -x` in it."""
         if image not in self._runtime:
-            try:  # the instance mounts too: a committed image declares them as volumes
+            try:
                 self.client.containers.run(
                     image, ["-c", "test -x /usr/bin/docker"], entrypoint=["/bin/sh"],
-                    remove=True, network_mode="none", volumes=egress_mounts(),
+                    remove=True, network_mode="none",
                     labels={LABEL_CLOUD: self.cloud_id, LABEL_PID: str(os.getpid())})
                 self._runtime[image] = True
             except docker.errors.ContainerError:
@@ -326,7 +336,8 @@ class ContainerInstances:
         legacy = settings.logs_dir() / "instances" / f"{instance_id}.log"
         with contextlib.suppress(OSError):
             return legacy.read_bytes()[-CONSOLE_LIMIT:]
-        return None
+        # Ours, but its container never ran (could not be created): no output, as on EC2.
+        return b"" if box is not None else None
 
     # -- CreateImage / DeregisterImage -------------------------------------------------------
     def can_commit(self, instance_id: str) -> bool:

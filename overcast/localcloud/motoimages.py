@@ -106,9 +106,10 @@ def _console_output() -> None:
             output = _containers.console(instance.id) if _containers is not None else None
             if output is None:
                 return original(self)
-            encoded = Base64EncodedString(base64.b64encode(output).decode("ascii"))
-            return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(),
-                                 "Output": encoded})
+            result: dict[str, Any] = {"InstanceId": instance.id, "Timestamp": utcnow()}
+            if output:  # EC2 leaves Output out when the instance printed nothing
+                result["Output"] = Base64EncodedString(base64.b64encode(output).decode("ascii"))
+            return ActionResult(result)
         return get_console_output
 
     wrap_once(General, "get_console_output", build)

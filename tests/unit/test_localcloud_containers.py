@@ -1,5 +1,6 @@
 """The container boot path's pure parts: user data decoding, cloud-config, egress settings,
-the stock AMI's identity, and which SSM paths name Debian's parameters."""
+the stock AMI's identity, which SSM paths name Debian's parameters, and what GetConsoleOutput
+answers for an instance container."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import base64
 import gzip
 import re
 
-from overcast.localcloud import containers, instance_init, stockimage
+import boto3
+from docker.types import Mount
+
+from overcast.localcloud import containers, instance_init, motoimages, stockimage
 from overcast.localcloud.motoimages import _wants_debian
 
 
@@ -54,6 +58,50 @@ def test_mounts_are_read_only_and_only_the_init_file_of_overcast(tmp_path, monke
     assert all(m["mode"] == "ro" for m in mounts.values())
     ours = [src for src in mounts if "overcast" in src]
     assert ours == [str(containers.INIT)]
+
+
+def test_host_files_are_bind_mounts_never_volumes_an_image_would_keep():
+    """docker-py's `volumes=` also declares each target a VOLUME, which CreateImage (docker
+    commit) bakes into the AMI: its next instances then failed to be created."""
+    mounts = containers.bind_mounts({"/host/ca.crt": {"bind": "/etc/ca.crt", "mode": "ro"},
+                                     "/host/cache": {"bind": "/root/.cache/pip", "mode": "rw"}})
+    assert mounts == [Mount("/etc/ca.crt", "/host/ca.crt", type="bind", read_only=True),
+                      Mount("/root/.cache/pip", "/host/cache", type="bind", read_only=False)]
+
+
+class _Consoles:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def console(self, instance_id):
+        return self.outputs.get(instance_id)
+
+
+def test_console_output_is_the_containers_or_none_never_motos_sample(aws, monkeypatch):
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=ami, MinCount=3,
+                                                      MaxCount=3)["Instances"]]
+    motoimages._console_output()
+    monkeypatch.setattr(motoimages, "_containers",
+                        _Consoles({ids[0]: b"Traceback: agent failed\n", ids[1]: b""}))
+    printed = ec2.get_console_output(InstanceId=ids[0])
+    assert printed["Output"] == "Traceback: agent failed\n"  # boto3 decodes the base64
+    nothing = ec2.get_console_output(InstanceId=ids[1])  # its container never ran
+    assert nothing["InstanceId"] == ids[1] and "Output" not in nothing
+    # Not an instance of the local cloud's containers: moto's own answer.
+    assert "Output" in ec2.get_console_output(InstanceId=ids[2])
+
+
+def test_an_instance_whose_container_never_ran_printed_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))
+    keeper = containers.ContainerInstances(runner=None, cloud_id="t")
+    keeper.boxes["i-0failed"] = containers.Box("i-0failed", "123456789012", "us-east-1",
+                                               state="gone")
+    keeper.consoles["i-0ended"] = b"powering off\n"
+    assert keeper.console("i-0failed") == b""
+    assert keeper.console("i-0ended") == b"powering off\n"
+    assert keeper.console("i-0unknown") is None
 
 
 def test_stock_ami_identity_is_stable_and_named_like_debians():
