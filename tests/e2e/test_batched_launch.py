@@ -20,16 +20,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def recording(stack):
-    """The shared stack's control plane, restarted recording its AWS calls (and restarted
-    again without, for the modules after this one)."""
+    """The shared stack's control plane, restarted recording its AWS calls to a file of this
+    module's own (and restarted again with the stack's own recording, which the modules after
+    this one read: test_own_account.py checks its actions against the policies)."""
     record = stack.home / "batched-aws-actions.jsonl"
+    shared = stack.server_env.get("OVERCAST_RECORD_AWS_ACTIONS")
     stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = str(record)
     stack.server.stop()
     stack.start_server("server-recording")
     try:
         yield record
     finally:
-        stack.server_env.pop("OVERCAST_RECORD_AWS_ACTIONS", None)
+        if shared is None:
+            stack.server_env.pop("OVERCAST_RECORD_AWS_ACTIONS", None)
+        else:
+            stack.server_env["OVERCAST_RECORD_AWS_ACTIONS"] = shared
         stack.server.stop()
         stack.start_server()
 

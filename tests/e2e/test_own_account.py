@@ -41,6 +41,10 @@ def iam_stack(stack):
     """The shared stack (its local cloud enforces IAM, its control plane records the AWS actions
     it makes; SQLite or PostgreSQL, the module runs once per store), seen as a new user "owner"
     whose account this story configures: the other tests' account keeps the hosted default."""
+    # The last test reads this recording: a module before this one must not have left the
+    # control plane running without it (or recording elsewhere).
+    assert stack.server_env.get("OVERCAST_RECORD_AWS_ACTIONS") == str(stack.record), \
+        stack.server_env.get("OVERCAST_RECORD_AWS_ACTIONS")
     STATE.clear()  # the story starts over on each store
     STATE.update(texts=[], secrets=[])
     db = Database(stack.database_url)
