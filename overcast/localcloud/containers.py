@@ -13,7 +13,7 @@ made from a container instance) boots as a container:
 - Labels: overcast.localcloud=<this local cloud's id>, overcast.instance=<instance id>; the
   local cloud removes every container with its label when it stops.
 
-State follows EC2: terminate removes the container (SIGTERM, STOP_GRACE, SIGKILL); stop keeps
+State follows EC2: terminate removes the container (SIGTERM, GRACE, SIGKILL); stop keeps
 it (an EBS root volume survives a stop) and start starts it again; the container ending on its
 own (`poweroff` inside) is an instance-initiated shutdown: stopped or terminated as the
 instance's InstanceInitiatedShutdownBehavior says (EC2's default is stop).
