@@ -112,6 +112,12 @@ class CloudWatchHandler(logging.Handler):
         """Send what is queued now (synchronously)."""
         self._send_pending()
 
+    def send_soon(self) -> None:
+        """Have the sender thread send what is queued now rather than at its next interval
+        (the VM is shutting down: what is sent while dask closes is not left to `close`)."""
+        self.start()
+        self._wake.set()
+
     def close(self) -> None:
         if self._closed:
             return

@@ -131,6 +131,7 @@ async def _amain(boot: BootConfig, ident: InstanceIdentity, ship: logship.CloudW
             await _report_failure(control, problem)
             return 1
         logger.info("closing dask %s (%s)", node.role, "stop requested" if why == "stop" else why)
+        ship.send_soon()  # a SIGTERM is the VM powering off: its grace is counted
         await dp.close_node(node)
         logger.info("dask %s closed; agent exiting", node.role)
         return EXIT_UNREACHABLE if why == "unreachable" else 0

@@ -1,8 +1,10 @@
 """The overcast Python client: `Cluster` and helper functions; settings from dask config."""
 
+from overcast.client import daskcompat
 from overcast.client.config import register_defaults
 
 register_defaults()
+daskcompat.apply()  # the docs' example persists a read_parquet: dask/dask#12488
 
 from overcast.client.backend import (  # noqa: E402
     get_backend_options,

@@ -56,6 +56,6 @@ def write_user_config(values: dict[str, Any]) -> str:
     os.chmod(path + ".tmp", 0o600)
     os.replace(path + ".tmp", path)
     # Apply to this process too. Not dask.config.refresh(): that would drop defaults registered
-    # after dask's own (see the optimization.tune note in overcast.yaml).
+    # after dask's own where both name a key.
     dask.config.set({f"overcast.{key}": value for key, value in values.items()})
     return path

@@ -16,7 +16,7 @@ made from a container instance) boots as a container:
 - Labels: overcast.localcloud=<this local cloud's id>, overcast.instance=<instance id>; the
   local cloud removes every container with its label when it stops.
 
-State follows EC2: terminate removes the container (SIGTERM, STOP_GRACE, SIGKILL); stop keeps
+State follows EC2: terminate removes the container (SIGTERM, GRACE, SIGKILL); stop keeps
 it (an EBS root volume survives a stop) and start starts it again; the container ending on its
 own (`poweroff` inside) is an instance-initiated shutdown: stopped or terminated as the
 instance's InstanceInitiatedShutdownBehavior says (EC2's default is stop).
@@ -62,7 +62,10 @@ PASS_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROX
 CONSOLE_LIMIT = 64 * 1024  # EC2 returns the last 64 KB of console output
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_WAIT = 900.0  # a first boot may wait for the stock image build
-GRACE = 3  # seconds between SIGTERM and SIGKILL, like a VM shutdown (whole seconds only)
+# Seconds between SIGTERM and SIGKILL (whole seconds only): longer than the instance init's own
+# SHUTDOWN_GRACE, so a VM's services stop cleanly (the agent ships its last logs) before the
+# engine kills what is left. Instances whose processes exit at once end at once.
+GRACE = 25
 # What the engine's client raises: the engine said no, or it is not there (any more).
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 

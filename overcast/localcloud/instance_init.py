@@ -12,6 +12,9 @@ files). What it does is what cloud-init does on an EC2 VM at first boot:
 - print everything to the console (the container's output = GetConsoleOutput);
 - then stay up as init: reap orphans, and shut down on SIGTERM (`poweroff` in the image
   signals PID 1; `docker stop` does the same), ending the container = the VM powers off.
+  Like a VM's init at shutdown, it first sends SIGTERM to every process and waits (up to
+  SHUTDOWN_GRACE) for them to exit: services stop cleanly (the overcast agent closes dask and
+  ships its last log records) before the power goes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import urllib.request
 
 DEFAULT_IMDS = "http://169.254.169.254"
 SCRIPT_DIR = "/var/lib/cloud/instance/scripts"
+# How long processes get between SIGTERM and SIGKILL at power-off (systemd gives a service
+# 90 s); the local cloud's `docker stop` waits longer (containers.GRACE).
+SHUTDOWN_GRACE = 20.0
 
 
 def say(message: str) -> None:
@@ -162,8 +168,41 @@ class PowerOff(BaseException):
     """SIGTERM to PID 1: `poweroff` inside the instance, or the local cloud stopping it."""
 
 
+_powering_off = False
+
+
 def _power_off(signum: int, _frame: object) -> None:
+    global _powering_off
+    if _powering_off:  # `poweroff` run by a service that is stopping: already on the way
+        return
+    _powering_off = True
+    # Every process now, before anything else runs: the user data's commands (the overcast
+    # agent's service runs in the foreground of runcmd) get SIGTERM, not the SIGKILL that
+    # subprocess.run sends its child when this exception goes through it.
+    signal_all(signal.SIGTERM)
     raise PowerOff(signum)
+
+
+def signal_all(sig: int) -> None:
+    """`sig` to every other process of the instance. Only as PID 1 of the container's own PID
+    namespace: elsewhere kill(-1) would reach every process of the machine."""
+    if os.getpid() == 1:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, sig)
+
+
+def wait_for_processes(grace: float) -> bool:
+    """Reap until no process is left (True), or `grace` seconds pass (False). Orphans are PID
+    1's children, so no child left means no process left."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if pid == 0:
+            time.sleep(0.05)
+    return False
 
 
 def main() -> None:
@@ -180,7 +219,10 @@ def main() -> None:
                 os.waitpid(-1, os.WNOHANG)
             time.sleep(0.2)
     except PowerOff:
-        # What is still running goes with the container, as with a VM's power.
+        say("powering off: stopping every process")
+        if not wait_for_processes(SHUTDOWN_GRACE):
+            say(f"processes still running after {SHUTDOWN_GRACE:.0f} s: killing them")
+            signal_all(signal.SIGKILL)
         say("powering off")
         sys.stdout.flush()
         os._exit(0)

@@ -79,9 +79,11 @@ def test_region_keyword_puts_instances_in_that_region(overcast_config, stack, aw
 
 def test_config_file_alone_moves_the_default_region(stack, aws, tmp_path):
     """A fresh Python process whose only settings are the dask config file."""
+    # package-sync off as for every e2e cluster but test_env_builds.py's (conftest.py): the
+    # DASK_ variable that says so is not passed on, and an image of this venv takes minutes.
     (tmp_path / "overcast.yaml").write_text(yaml.safe_dump({"overcast": {
         "server": stack.url, "token": stack.token, "account": stack.account,
-        "backend-options": {"region": "us-west-1"}}}))
+        "backend-options": {"region": "us-west-1"}, "package-sync": False}}))
     script = (
         "import json, overcast\n"
         "c = overcast.Cluster(name='cfg-west', n_workers=1, progress=False)\n"

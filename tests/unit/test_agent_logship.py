@@ -75,6 +75,21 @@ def test_background_thread_ships_within_a_second(root_handler: CloudWatchHandler
     assert _events() == ["overcast.agent - INFO - from the thread"]
 
 
+def test_send_soon_ships_before_the_interval(aws: None) -> None:
+    """At power-off the agent has seconds: what is queued goes now, not at the next beat."""
+    boto3.client("logs", region_name=REGION).create_log_group(logGroupName=GROUP)
+    handler = CloudWatchHandler(GROUP, STREAM, REGION, flush_interval=60)
+    try:
+        handler.emit(_record("overcast.agent", "closing dask worker (signal)"))
+        handler.send_soon()  # also starts the sender thread if nothing had
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _events():
+            time.sleep(0.05)
+        assert _events() == ["overcast.agent - INFO - closing dask worker (signal)"]
+    finally:
+        handler.close()
+
+
 def test_botocore_records_are_not_shipped_and_do_not_recurse(
     root_handler: CloudWatchHandler,
 ) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+import signal
+import subprocess
+import sys
 
 import boto3
 from docker.types import Mount
@@ -120,3 +123,37 @@ def test_debian_parameters_load_for_their_paths_only():
     assert not _wants_debian("/aws/service/ami-amazon-linux-latest/x")
     assert not _wants_debian("/my/app")
     assert not _wants_debian("/")
+
+
+def test_power_off_signals_every_process_only_as_pid_1(monkeypatch):
+    sent = []
+    monkeypatch.setattr(instance_init.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(instance_init.os, "getpid", lambda: 4242)
+    instance_init.signal_all(signal.SIGTERM)  # kill(-1) outside a container: the whole machine
+    assert sent == []
+    monkeypatch.setattr(instance_init.os, "getpid", lambda: 1)
+    instance_init.signal_all(signal.SIGTERM)
+    assert sent == [(-1, signal.SIGTERM)]
+    assert containers.GRACE > instance_init.SHUTDOWN_GRACE  # the engine kills only after init
+
+
+# In a process of its own: waitpid(-1) reaps any child, pytest's too.
+WAIT = """
+import subprocess, sys, time
+from overcast.localcloud import instance_init
+child = subprocess.Popen(["sleep", sys.argv[1]], stdout=subprocess.DEVNULL)
+started = time.monotonic()
+print(instance_init.wait_for_processes(float(sys.argv[2])), round(time.monotonic() - started, 1))
+child.kill()
+"""
+
+
+def test_power_off_waits_for_the_processes_then_gives_up():
+    def run(sleep: str, grace: str) -> list[str]:
+        return subprocess.run([sys.executable, "-c", WAIT, sleep, grace], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.split()
+
+    done, took = run("0.3", "10")
+    assert done == "True" and float(took) < 5  # as soon as the last process is gone
+    done, took = run("30", "0.5")
+    assert done == "False" and float(took) < 5
