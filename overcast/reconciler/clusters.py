@@ -163,6 +163,8 @@ class ClusterMachine:
         its agents reported); returns what AWS has."""
         for row in apply_reports(cluster):  # the agent's reason, and what its VM printed
             row.reason = with_console(target, row.aws_id, row.reason or "")
+        if session.dirty:  # reports count now, not after a look at AWS (seconds at 1,000)
+            session.commit()
         # Terminated ones too (per-cluster look): their state reason tells a spot interruption
         # from a failure. Settled running clusters share the account's look (observe.py).
         actual = self.view.instances(target, cluster)
