@@ -59,11 +59,14 @@ class AccountView:
         return self._cluster_look(target, cluster)
 
     def note_launched(self, cluster_id: int, infos: list[InstanceInfo]) -> None:
-        """Instances just launched belong to the cluster's current look (none is missing)."""
+        """Instances just launched belong to the cluster's current look (none is missing).
+        The look's age counts from this launch: a look now would find them just as pending,
+        and a cluster's ten batches (seconds) would otherwise end in a look of 1,000 at once."""
         with self._lock:
             look = self._looks.get(cluster_id)
             if look is not None:
                 look[1].update({i.aws_id: i for i in infos})
+                self._looks[cluster_id] = (clock.monotonic(), look[1])
 
     def forget(self, cluster_id: int) -> None:
         with self._lock:
