@@ -39,7 +39,7 @@ import httpx
 
 from overcast.agent import dask_process as dp
 from overcast.agent import main as agent_main
-from overcast.agent.control import ControlPlane
+from overcast.agent.control import ControlPlane, _ssl_context
 from overcast.agent.imds import IMDSClient, InstanceIdentity
 from overcast.bootconfig import BootConfig
 
@@ -95,8 +95,11 @@ class HollowNode(dp.Node):
 class CountingTransport(httpx.AsyncHTTPTransport):
     """Counts the agents' requests per route (e.g. "POST heartbeat") for the bench's report."""
 
-    def __init__(self, counts: Counter) -> None:
-        super().__init__()
+    def __init__(self, counts: Counter, verify: Any) -> None:
+        # The agent's own SSL context (built once per process, as on a VM): a default
+        # transport builds one per agent, ~30 ms of CPU each, which held this process's event
+        # loop for half a minute while 1,000 agents started (their requests timed out).
+        super().__init__(verify=verify)
         self.counts = counts
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -182,8 +185,8 @@ class Player:
     async def _agent(self, played: Played, boot: BootConfig, ident: InstanceIdentity) -> str:
         # As agent.main._amain: the signed identity document proves which instance calls.
         proof = (ident.document, ident.signature) if ident.document and ident.signature else None
-        control = ControlPlane(boot, ident.instance_id, identity=proof,
-                               transport=CountingTransport(self.requests))
+        transport = CountingTransport(self.requests, _ssl_context(boot.control_plane_ca))
+        control = ControlPlane(boot, ident.instance_id, identity=proof, transport=transport)
         try:
             started = await agent_main._unless_stopped(agent_main._start(boot, ident, control),
                                                        played.gone)

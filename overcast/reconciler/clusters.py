@@ -163,6 +163,8 @@ class ClusterMachine:
         its agents reported); returns what AWS has."""
         for row in apply_reports(cluster):  # the agent's reason, and what its VM printed
             row.reason = with_console(target, row.aws_id, row.reason or "")
+        if session.dirty:  # reports count now, not after a look at AWS (seconds at 1,000)
+            session.commit()
         # Terminated ones too (per-cluster look): their state reason tells a spot interruption
         # from a failure. Settled running clusters share the account's look (observe.py).
         actual = self.view.instances(target, cluster)
@@ -219,13 +221,16 @@ class ClusterMachine:
         """Retire instances that stopped answering; fail the cluster if its scheduler is lost."""
         stale = confirmed_dead(session, cluster, self.timeouts, actual)
         if stale:
-            for row in stale:
-                row.state, row.reason = "failed", with_console(
-                    target, row.aws_id, self.timeouts.stale_reason(row))
+            # The consoles first (a call to AWS each), then the rows: a notification's query
+            # flushes the rows, and on SQLite that holds the one write lock until the commit.
+            reasons = [with_console(target, row.aws_id, self.timeouts.stale_reason(row))
+                       for row in stale]
+            self.provider.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
+            for row, reason in zip(stale, reasons, strict=True):
+                row.state, row.reason = "failed", reason
                 notify(session, cluster.account_id, "instance-unhealthy",
                        f"{row.role.capitalize()} {row.aws_id}: {row.reason}", level="warning",
                        cluster=cluster)
-            self.provider.terminate(target.ctx, [r.aws_id for r in stale if r.aws_id])
         failed_scheduler = next((i for i in cluster.instances
                                  if i.role == "scheduler" and i.state == "failed"), None)
         live_scheduler = any(i.role == "scheduler" and i.state in LIVE for i in cluster.instances)

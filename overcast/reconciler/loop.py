@@ -122,18 +122,21 @@ class Reconciler:
             wake.wait(self.busy_interval if busy else self.idle_interval)
 
     def _cluster_pass(self) -> bool:
-        busy = self.run_pass()
+        return self.run_pass()
+
+    def _backend_pass(self) -> bool:
+        """Customer accounts being set up or torn down, VM image builds, and the sweep of
+        leftovers; True if any is on its way. The sweep is here, not in the clusters' loop:
+        its account-wide DescribeInstances (seconds with 1,000 instances) held up every
+        cluster's pass, and with it agents' ready reports."""
+        busy = self.backends.run_pass(self.db)
+        busy = self.images.run_pass(self.db) or busy
+        busy = self.envs.run_pass(self.db) or busy
         try:
             self.sweeper.maybe_sweep()
         except Exception:
             log.exception("sweep failed")
         return busy
-
-    def _backend_pass(self) -> bool:
-        """Customer accounts being set up or torn down, and VM image builds; True if any."""
-        busy = self.backends.run_pass(self.db)
-        busy = self.images.run_pass(self.db) or busy
-        return self.envs.run_pass(self.db) or busy
 
     def run_pass(self) -> bool:
         """One step for every unfinished cluster not backing off; True if any is on its way."""

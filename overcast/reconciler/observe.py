@@ -15,7 +15,8 @@ The per-cluster look of a cluster on its way is made again at most every `BUSY_L
 (instances it launches are added to it at once): passes run every 0.25 s while a cluster
 starts, and each agent's report wakes one, so a look per pass would cost thousands of
 describes for a large cluster. It is made at once when a row waits on a batch whose answer
-was not recorded (batches.py), or a row has an instance the last look did not have.
+was not recorded (batches.py), or a row has an instance the last look did not have. Once
+every live instance has reported ready, it is made again only after `RESYNC` seconds.
 """
 
 from __future__ import annotations
@@ -58,11 +59,14 @@ class AccountView:
         return self._cluster_look(target, cluster)
 
     def note_launched(self, cluster_id: int, infos: list[InstanceInfo]) -> None:
-        """Instances just launched belong to the cluster's current look (none is missing)."""
+        """Instances just launched belong to the cluster's current look (none is missing).
+        The look's age counts from this launch: a look now would find them just as pending,
+        and a cluster's ten batches (seconds) would otherwise end in a look of 1,000 at once."""
         with self._lock:
             look = self._looks.get(cluster_id)
             if look is not None:
                 look[1].update({i.aws_id: i for i in infos})
+                self._looks[cluster_id] = (clock.monotonic(), look[1])
 
     def forget(self, cluster_id: int) -> None:
         with self._lock:
@@ -72,8 +76,13 @@ class AccountView:
         with self._lock:
             made, seen = self._looks.get(cluster.id, (-1e18, {}))
         live = {r.aws_id for r in cluster.instances if r.aws_id and r.state in LIVE}
-        if clock.monotonic() - made < BUSY_LOOK and live <= seen.keys() \
-                and not batches.needs_look(cluster):
+        # Every live instance's agent has reported ready (it runs): nothing is on its way in
+        # AWS, and a new look (seconds for 1,000 instances) would only hold up the step that
+        # applies the last reports. Such a look is as good as a settled cluster's (RESYNC).
+        up = all(r.state == "ready" for r in cluster.instances if r.aws_id in live)
+        age = clock.monotonic() - made
+        fresh = age < BUSY_LOOK or (up and age < RESYNC)
+        if fresh and live <= seen.keys() and not batches.needs_look(cluster):
             return dict(seen)
         started = clock.monotonic()
         seen = {i.aws_id: i for i in self.provider.list_instances(

@@ -26,6 +26,7 @@ from overcast.server.clusterlists import ClusterLists
 from overcast.server.heartbeats import Heartbeats
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
+from overcast.server.readyreports import ReadyReports
 from overcast.server.scheduler_watch import SchedulerWatch
 from overcast.server.tokencache import TokenCache
 from overcast.server.usage import LastUsed
@@ -67,6 +68,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.state.last_used = last_used
     app.state.heartbeats = heartbeats
     app.state.scheduler_watch = SchedulerWatch(db)
+    app.state.ready_reports = ReadyReports(db)
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)

@@ -83,6 +83,21 @@ class PlayerThread:
         return dict(Counter(self.player.requests))
 
 
+def _keep_logs(home: Path) -> None:
+    """With OVERCAST_BENCH_KEEP=<dir>, the run's logs and AWS-call record are copied there
+    (the stack's home is a temporary directory): what a slow run was doing, afterwards."""
+    import os
+    import shutil
+
+    keep = os.environ.get("OVERCAST_BENCH_KEEP")
+    if not keep:
+        return
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    for name in ("server.log", "local-cloud.log", "aws-calls.jsonl"):
+        if (home / name).exists():
+            shutil.copy(home / name, Path(keep) / name)
+
+
 @contextlib.contextmanager
 def hollow_stack(store: str = "sqlite") -> Iterator[HollowBench]:
     """Local cloud --hollow + control plane (recording AWS calls) + played agents; the hosted
@@ -117,5 +132,6 @@ def hollow_stack(store: str = "sqlite") -> Iterator[HollowBench]:
             if player is not None:
                 player.stop()
             stack.stop()
+            _keep_logs(home)
             if pg is not None:
                 pg.stop()

@@ -174,3 +174,46 @@ def test_heartbeats_are_written_in_batches(api):
     assert activity["workers"] == 1 and activity["tasks"] == 3
     assert "no_client_since" in activity and json.dumps(activity)
     assert api.app.state.heartbeats.flush() == 0  # nothing new
+
+
+def test_workers_ready_reports_are_written_together_and_answered_once_committed(api):
+    """Concurrent workers' reports: each answer comes after its row is written; reports that
+    wait together share a transaction and one notification (server/readyreports.py)."""
+    with api.db.session() as s:
+        for n in range(6):
+            s.add(Instance(cluster_id=api.cluster_id, role="worker", aws_id=f"i-w{n}",
+                           instance_type="m6i.large", state="booting"))
+    answers: dict[str, int] = {}
+
+    def ready(aws_id: str) -> None:
+        r = api.post(route(api, aws_id, "ready"),
+                     headers={**api.agent, **api.ids.headers(aws_id)}, json={"address": f"tls://10.0.0.{len(aws_id)}:9000"})
+        answers[aws_id] = r.status_code
+        with api.db.session() as s:  # answered: recorded
+            row = s.query(Instance).filter_by(aws_id=aws_id).one()
+            assert row.reported_state == "ready" and row.address.startswith("tls://")
+
+    threads = [threading.Thread(target=ready, args=(f"i-w{n}",)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == {f"i-w{n}": 200 for n in range(6)}
+    notes = api.get(f"/api/v1/accounts/{api.slug}/notifications", headers=api.alice).json()
+    named = [n["message"] for n in notes if n["event_type"] == "worker-ready"]
+    # Every worker is named once, in however many batches the reports fell into.
+    assert sum(int(m.split()[0]) if m[0].isdigit() else 1 for m in named) == 6
+
+
+def test_a_ready_report_whose_write_fails_is_an_error_the_agent_retries(api, monkeypatch):
+    from overcast.server.readyreports import ReadyReports
+
+    def fail(self, reports):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(ReadyReports, "_commit", fail)
+    plain = TestClient(api.app, raise_server_exceptions=False)  # the HTTP answer, as sent
+    r = plain.post(route(api, "i-work", "ready"),
+                   headers={**api.agent, **api.ids.headers("i-work")},
+                   json={"address": "tls://10.0.0.5:9000"})
+    assert r.status_code == 500  # control.py retries 5xx

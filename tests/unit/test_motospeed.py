@@ -28,3 +28,26 @@ def test_ami_lookup_by_id_matches_the_filter():
     assert [a.id for a in backend.describe_images(ami_ids=[ami_id])] == [ami_id]
     owned = backend.describe_images(filters={"image-id": ami_id}, owners=["self"])
     assert owned == []
+
+
+@mock_aws
+def test_a_resources_tags_match_moto_s_own_and_tag_filters_still_work():
+    import boto3
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.core import TaggedEC2Resource
+
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    tags = [{"Key": "cluster", "Value": "7"}, {"Key": "role", "Value": "worker"}]
+    for value in ("7", "8"):
+        ec2.run_instances(ImageId=ami, MinCount=2, MaxCount=2, TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{**tags[0], "Value": value}, tags[1]]}])
+    backend = ec2_backends["123456789012"]["us-east-1"]
+    instances = [i for r in backend.reservations.values() for i in r.instances]
+    before = [i.get_tags() for i in instances]
+    motospeed.apply()
+    motospeed.apply()
+    assert TaggedEC2Resource.get_tags._overcast
+    assert [i.get_tags() for i in instances] == before
+    found = ec2.describe_instances(Filters=[{"Name": "tag:cluster", "Values": ["7"]}])
+    assert sum(len(r["Instances"]) for r in found["Reservations"]) == 2

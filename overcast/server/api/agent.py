@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from overcast import crypto
 from overcast.security import issue_dashboard_cert
-from overcast.server import identity
+from overcast.server import identity, readyreports
 from overcast.server.api.clusters import wake
 from overcast.server.auth import bearer, db_session, tokens_match
+from overcast.server.readyreports import Report
 from overcast.server.scheduler_watch import MAX_WAIT, answer_of, release_slot, settled
 from overcast.server.validation import fits_db
 from overcast.store.models import Cluster, Instance, utcnow
@@ -125,31 +126,46 @@ async def scheduler_address(cluster_id: int, request: Request,
     return found if found is not None else answer
 
 
-@router.post("/instances/{aws_id}/ready")
-def instance_ready(aws_id: str, body: ReadyReport, request: Request,
-                   cluster: Cluster = Depends(agent_cluster),
-                   session: Session = Depends(db_session)) -> dict:
-    instance = cluster_instance(session, cluster, aws_id, request)
-    # A report: the reconciler (the only writer of `state`) makes it "ready" next pass.
-    if instance.state in ("requested", "launched", "booting"):
-        instance.reported_state = "ready"
-    instance.address = body.address
-    instance.last_heartbeat = utcnow()
-    if instance.role == "scheduler":
+def _check_ready(request: Request, cluster_id: int, aws_id: str,
+                 body: ReadyReport) -> tuple[Report | None, str]:
+    """The report checked (bearer, identity document, row), in a short session of its own. A
+    scheduler's is recorded here and now; a worker's is returned, to join a batch."""
+    with request.app.state.db.session() as session:
+        cluster = agent_cluster(cluster_id, request, session)
+        instance = cluster_instance(session, cluster, aws_id, request)
+        action = action_for(cluster, instance)
+        if instance.role != "scheduler":
+            return Report(instance.id, cluster.id, body.address), action
+        readyreports.record(instance, body.address)
         cluster.scheduler_address = body.address
         cluster.scheduler_internal_address = body.internal_address
         cluster.dashboard_link = body.dashboard_address
         notify(session, cluster.account_id, "scheduler-ready",
                f"Scheduler {aws_id} ready at {body.address}", cluster=cluster)
-    else:
-        notify(session, cluster.account_id, "worker-ready", f"Worker {aws_id} ready",
-               cluster=cluster)
-    session.commit()
-    if instance.role == "scheduler":
+        session.commit()
+        return None, action
+
+
+def _bearer_first(cluster_id: int, request: Request) -> None:
+    """The credential checked before the body is (401/404 before 422), holding no session."""
+    with request.app.state.db.session() as session:
+        agent_cluster(cluster_id, request, session)
+
+
+@router.post("/instances/{aws_id}/ready", dependencies=[Depends(_bearer_first)])
+async def instance_ready(cluster_id: int, aws_id: str, body: ReadyReport,
+                         request: Request) -> dict:
+    """Answered once recorded. A worker's report is written with the others that arrive
+    meanwhile (server/readyreports.py); it waits for that without an admission slot."""
+    report, action = await to_thread.run_sync(_check_ready, request, cluster_id, aws_id, body)
+    if report is None:
         request.app.state.scheduler_watch.poke()  # the workers' long-polls answer now
+    else:
+        release_slot(request.scope)
+        await request.app.state.ready_reports.write(report)
     # The reconciler applies the report; no new look at AWS is needed for it.
     wake(request, look=False)
-    return {"action": action_for(cluster, instance)}
+    return {"action": action}
 
 
 @router.post("/instances/{aws_id}/heartbeat")
