@@ -120,7 +120,9 @@ def tls_scheduler():
 def test_start_connect_compute_scale_close(tls_scheduler):
     tls, address = tls_scheduler
     plane = FakeControlPlane(address, tls)
-    cluster = Cluster(n_workers=1, backend_options={"zone": "us-east-1a"}, api=plane.api())
+    # Package sync is the default; said explicitly, as tests/e2e turns it off for its session.
+    with dask.config.set({"overcast.package-sync": True}):
+        cluster = Cluster(n_workers=1, backend_options={"zone": "us-east-1a"}, api=plane.api())
     try:
         assert cluster.name == "quiet-otter" and cluster.state == "running"
         (path, body), = plane.calls("POST")
