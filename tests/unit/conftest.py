@@ -36,8 +36,12 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def aws(aws_env: None) -> Iterator[None]:
+def aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """In-process moto (IAM not enforced) for the test's duration."""
+    from moto import settings as moto_settings
+
+    # An in-process local cloud that enforced IAM earlier in the session set this globally.
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
     with mock_aws():
         yield
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from moto import mock_aws
 
 from overcast.localcloud import motospeed
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@mock_aws
-def test_ami_lookup_by_id_matches_the_filter():
+def test_ami_lookup_by_id_matches_the_filter(aws):
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.amis import AmiBackend
 
@@ -30,8 +28,7 @@ def test_ami_lookup_by_id_matches_the_filter():
     assert owned == []
 
 
-@mock_aws
-def test_a_resources_tags_match_moto_s_own_and_tag_filters_still_work():
+def test_a_resources_tags_match_moto_s_own_and_tag_filters_still_work(aws):
     import boto3
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.core import TaggedEC2Resource
