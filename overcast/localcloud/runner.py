@@ -44,6 +44,8 @@ class Runner:
         self.endpoint = endpoint
         self.interval = interval
         self.addresses: dict[str, str] = {}  # instance id -> 127.B.x.y, stable across restarts
+        # Instances are started by several threads at once: one address each, never shared.
+        self._address_lock = threading.Lock()
         self._octet = random.randrange(10, 250)
         self._where: dict[str, tuple[str, str]] = {}  # instance id -> (account, region)
         self._creds: dict[str, tuple[str, dict[str, Any], float]] = {}
@@ -113,8 +115,9 @@ class Runner:
 
     def register_instance(self, inst: Any, backend: Any, user_data: str | bytes) -> str:
         """Give an instance its loopback address and IMDS entry; returns the address."""
-        address = self.addresses.get(inst.id) or self._next_address()
-        self.addresses[inst.id] = address
+        with self._address_lock:
+            address = self.addresses.get(inst.id) or self._next_address()
+            self.addresses[inst.id] = address
         account = self._where.get(inst.id, ("", ""))[0] or getattr(backend, "account_id", "")
         self.imds.register(InstanceMetadata(instance_id=inst.id, user_data=user_data,
                                             local_ipv4=address,

@@ -51,10 +51,18 @@ def faults(stack):
 
 def test_one_broken_cluster_of_five(stack, aws, faults):
     names = [f"five-{k}" for k in range(5)]
-    ids = {n: create(stack, n, 0)["id"] for n in names}
     broken = names[2]
-    # Every EC2 call about the broken cluster answers an error overcast has never seen.
-    faults(action="*", error="OvercastInjectedUnexpected", cluster=str(ids[broken]))
+    ids: dict[str, int] = {}
+    for name in names:
+        if name == broken:
+            # Every EC2 call about the broken cluster answers an error overcast has never
+            # seen, from its first: the rule is in place before the cluster exists (a cluster
+            # starts in ~1 s; one already running keeps running whatever EC2 answers). Ids
+            # are sequential and nothing else creates clusters meanwhile.
+            faults(action="*", error="OvercastInjectedUnexpected",
+                   cluster=str(ids[names[1]] + 1))
+        ids[name] = create(stack, name, 0)["id"]
+    assert ids[broken] == ids[names[1]] + 1
     for name in names:
         if name != broken:
             assert state_in(stack, name, ("running", "error"), 180)["state"] == "running"
