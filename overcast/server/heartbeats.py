@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, or_, update
 
+from overcast.server.flusher import PeriodicFlusher
 from overcast.store.db import Database
 from overcast.store.models import Cluster, Instance
 
@@ -36,15 +37,15 @@ def merge_activity(stats: dict[str, Any], body: dict[str, Any], at: datetime) ->
     return stats
 
 
-class Heartbeats:
+class Heartbeats(PeriodicFlusher):
+    thread_name = "overcast-heartbeats"
+
     def __init__(self, db: Database, every: float = FLUSH_SECONDS) -> None:
+        super().__init__(every)
         self._db = db
-        self._every = every
         self._lock = threading.Lock()
         self._seen: dict[int, datetime] = {}  # instance row id -> last heartbeat
         self._schedulers: dict[int, list[tuple[datetime, dict[str, Any]]]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def beat(self, instance_id: int, at: datetime, cluster_id: int | None = None,
              activity: dict[str, Any] | None = None) -> None:
@@ -89,20 +90,3 @@ class Heartbeats:
                     self._schedulers[cluster_id] = beats + self._schedulers.get(cluster_id, [])
             return 0
         return len(seen) + len(schedulers)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="overcast-heartbeats",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self.flush()

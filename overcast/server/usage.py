@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import Table, bindparam, update
 from sqlalchemy.orm import Session
 
+from overcast.server.flusher import PeriodicFlusher
 from overcast.store.db import Database
 from overcast.store.models import ApiToken, WebSession, utcnow
 
@@ -22,17 +23,17 @@ log = logging.getLogger("overcast.server.usage")
 FLUSH_SECONDS = 30.0
 
 
-class LastUsed:
+class LastUsed(PeriodicFlusher):
     """In-memory {row id: last use} for tokens and web sessions, flushed by a thread."""
 
+    thread_name = "overcast-last-used"
+
     def __init__(self, db: Database, every: float = FLUSH_SECONDS) -> None:
+        super().__init__(every)
         self._db = db
-        self._every = every
         self._lock = threading.Lock()
         self._tokens: dict[int, datetime] = {}
         self._sessions: dict[int, datetime] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def token(self, token_id: int) -> None:
         with self._lock:
@@ -65,22 +66,6 @@ class LastUsed:
                 self._sessions = {**sessions, **self._sessions}
             return 0
         return len(tokens) + len(sessions)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="overcast-last-used", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
-        self.flush()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self.flush()
 
 
 def _write(session: Session, table: Table, column: str, seen: dict[int, datetime]) -> None:

@@ -68,3 +68,14 @@ def api(tmp_path, monkeypatch) -> TestClient:
     client.alice = {"Authorization": f"Bearer {token}"}
     client.bob = {"Authorization": f"Bearer {bob_token}"}
     return client
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A reconciler against the fake provider (tests/unit/reconciler_world.py), stopped after
+    the test. Modules with a `world` of their own keep theirs."""
+    from tests.unit.reconciler_world import make_world
+
+    w = make_world(tmp_path, monkeypatch)
+    yield w
+    w.reconciler.stop()

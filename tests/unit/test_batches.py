@@ -10,16 +10,8 @@ from overcast.backends.base import CapacityError
 from overcast.reconciler import batches
 from overcast.reconciler.loop import Reconciler
 from overcast.store.models import Instance
-from tests.unit.reconciler_world import make_world
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = make_world(tmp_path, monkeypatch)
-    yield w
-    w.reconciler.stop()
 
 
 def launches(world) -> list:

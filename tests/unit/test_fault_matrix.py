@@ -17,7 +17,7 @@ import pytest
 
 from overcast.store.models import Backend
 from tests.unit.fake_provider import ERRORS
-from tests.unit.reconciler_world import World, make_world
+from tests.unit.reconciler_world import World
 
 pytestmark = pytest.mark.timeout(120)
 QUOTA = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances"
@@ -117,13 +117,6 @@ def _check_after(w: World, step: str, cid: int) -> None:
         assert c["state"] in ("running", "stopped", "error"), c
         if c["state"] == "running":
             assert c["ready"] == c["n_workers"] + 1, c
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = make_world(tmp_path, monkeypatch)
-    yield w
-    w.reconciler.stop()
 
 
 @pytest.mark.parametrize("error", list(ERRORS))

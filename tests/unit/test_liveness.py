@@ -7,16 +7,8 @@ import pytest
 
 from overcast import clock
 from overcast.reconciler.loop import Reconciler
-from tests.unit.reconciler_world import make_world
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = make_world(tmp_path, monkeypatch)
-    yield w
-    w.reconciler.stop()
 
 
 def _restart(world) -> None:

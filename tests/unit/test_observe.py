@@ -7,16 +7,8 @@ import pytest
 
 from overcast.reconciler.observe import RESYNC
 from overcast.store.models import Instance
-from tests.unit.reconciler_world import make_world
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = make_world(tmp_path, monkeypatch)
-    yield w
-    w.reconciler.stop()
 
 
 def test_idle_running_clusters_share_one_look_per_resync(world):

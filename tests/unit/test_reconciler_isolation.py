@@ -7,16 +7,8 @@ import pytest
 from overcast.reconciler.backoff import Backoff
 from overcast.store.notify import notify
 from tests.unit.fake_provider import ERRORS
-from tests.unit.reconciler_world import make_world
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def world(tmp_path, monkeypatch):
-    w = make_world(tmp_path, monkeypatch)
-    yield w
-    w.reconciler.stop()
 
 
 def test_one_broken_cluster_of_five_delays_no_other(world):
