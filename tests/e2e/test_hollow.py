@@ -12,6 +12,7 @@ import pytest
 
 from overcast.agent.imds import IMDSClient
 from overcast.bootconfig import BootConfig
+from tests.e2e.helpers import wait
 from tests.e2e.hollowstack import hollow_stack
 
 
@@ -32,16 +33,6 @@ def _spool(bench):
     return bench.player.player.spool
 
 
-def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.timeout(60)
 def test_hollow_instances_run_without_containers(hollow):
     ec2 = _ec2(hollow)
@@ -51,7 +42,7 @@ def test_hollow_instances_run_without_containers(hollow):
         UserData="#!/bin/sh\necho not-run\n")["Instances"]]
     try:
         spool = _spool(hollow)
-        _wait(lambda: all((spool / f"{i}.json").exists() for i in ids), 20, "the spool files")
+        wait(lambda: all((spool / f"{i}.json").exists() for i in ids), 20, "the spool files")
         time.sleep(1)  # a booting container would show by now
         states = {i["InstanceId"]: i["State"]["Name"]
                   for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
@@ -73,7 +64,7 @@ def test_hollow_instances_run_without_containers(hollow):
         _assert_no_containers(ids)
     finally:
         ec2.terminate_instances(InstanceIds=ids)
-    _wait(lambda: not any((spool / f"{i}.json").exists() for i in ids), 20,
+    wait(lambda: not any((spool / f"{i}.json").exists() for i in ids), 20,
           "the spool files to go with the instances")
 
 
@@ -110,10 +101,10 @@ def test_hollow_cluster_reaches_running_with_played_agents(hollow):
     boot = BootConfig.from_user_data(entry["metadata"]["user-data"])
     assert c["scheduler_address"] == f"tls://{entry['address']}:{boot.scheduler_port}"
     # Heartbeats flow (the agent's own loop), then a stop ends every played agent.
-    _wait(lambda: hollow.player.requests().get("POST heartbeat", 0) >= 6, 30, "heartbeats")
+    wait(lambda: hollow.player.requests().get("POST heartbeat", 0) >= 6, 30, "heartbeats")
     hollow.stop_cluster("hollow5", timeout=60)
     assert hollow.cluster("hollow5")["state"] == "stopped"
-    _wait(lambda: all(p.outcome is not None for p in played.values()), 30,
+    wait(lambda: all(p.outcome is not None for p in played.values()), 30,
           "the played agents to end")
     assert not [p.outcome for p in played.values() if str(p.outcome).startswith("error")]
     assert hollow.player.player.errors == []
