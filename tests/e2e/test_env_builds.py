@@ -4,7 +4,8 @@ A client whose environment has an extra small pure-Python package at an older ve
 starts `Cluster(n_workers=1)` with package sync: the image is built in the account (a
 builder instance of the overcast VM image), pushed to the account's ECR repository (the
 local registry behind it), and the worker runs dask inside it, so the package's version on
-the worker is the client's. A second cluster of the same environment reuses the image.
+the worker is the client's. A second cluster of the same environment reuses the image;
+a changed environment (the package one version newer) builds a new one.
 
 The client runs in a slim environment (the client's dependency closure, linked from this
 venv), so the image holds ~40 packages, not this venv's ~140: the test stays quick.
@@ -30,6 +31,7 @@ from tests.e2e.engine import engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 EXTRA = ("appdirs", "1.4.3")  # tiny, pure Python, older than the newest (1.4.4)
+CHANGED = "1.4.4"  # the changed spec: a new lock, a new image
 CLIENT_ROOTS = ("dask", "distributed", "cryptography", "rich", "httpx", "platformdirs",
                 "pyyaml", "packaging")
 REPO = Path(__file__).resolve().parents[2]
@@ -86,19 +88,24 @@ def slim_site(path: Path) -> None:
 def client_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("client-env")
     slim_site(root / "site")
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                          "--target", str(root / "extra"), "==".join(EXTRA)],
-                         capture_output=True, text=True, timeout=180)
-    if pip.returncode != 0:
-        pytest.skip(f"cannot install {EXTRA} here: {pip.stderr[-300:]}")
+    pip_target(root / "extra", "==".join(EXTRA))
     return root
 
 
-def run_client(stack, env_root: Path, clusters: int, account: str | None = None) -> list[dict]:
+def pip_target(target: Path, requirement: str) -> None:
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                          "--target", str(target), requirement],
+                         capture_output=True, text=True, timeout=180)
+    if pip.returncode != 0:
+        pytest.skip(f"cannot install {requirement} here: {pip.stderr[-300:]}")
+
+
+def run_client(stack, env_root: Path, clusters: int, account: str | None = None,
+               extra: str = "extra") -> list[dict]:
     code = CLIENT % {"server": stack.url, "token": stack.token,
                      "account": account or stack.account, "clusters": clusters}
     env = {**os.environ, "OVERCAST_HOME": str(stack.home), "AWS_ENDPOINT_URL": stack.endpoint,
-           "PYTHONPATH": os.pathsep.join([str(env_root / "extra"), str(env_root / "site"),
+           "PYTHONPATH": os.pathsep.join([str(env_root / extra), str(env_root / "site"),
                                           str(REPO)])}
     # -S: no site-packages of this venv, only the slim environment above.
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
@@ -146,6 +153,14 @@ def test_package_sync_builds_the_image_and_the_worker_runs_it(stack, aws, client
     assert tag in tags
     # Progress lines were notifications too.
     assert any("Environment image " + tag[:12] + ": push" in m for m in messages)
+    # A changed environment (the package one version newer) is a new lock: a new image.
+    pip_target(client_env / "changed", f"{EXTRA[0]}=={CHANGED}")
+    (changed,) = run_client(stack, client_env, clusters=1, extra="changed")
+    assert [v["appdirs"] for v in changed["workers"].values()] == [CHANGED]
+    rebuilt = [m for m in (n["message"] for n in notifications(stack))
+               if ": built image " in m and image not in m]
+    assert len(rebuilt) == 1, rebuilt
+    assert rebuilt[0].split(": built image ", 1)[1].split()[0].startswith(repo_uri + ":")
 
 
 def test_docker_hub_environment_under_iam_and_the_token_stays_secret(stack, client_env):
