@@ -87,6 +87,19 @@ def forget_scope(session: Session, scope: str) -> None:
         row.state, row.reason = "deregistered", "the AWS backend was torn down"
 
 
+# EC2's answers to a launch from an AMI that was deregistered (outside overcast, or in a
+# cloud that was reset): the image row is stale and a new build replaces it.
+AMI_GONE = ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable")
+
+
+def forget_gone(session: Session, aws_id: str, code: str) -> None:
+    """The AMI `aws_id` no longer exists in AWS: its rows stop being used (the next launch
+    requests a build)."""
+    for row in session.scalars(select(Image).where(Image.aws_id == aws_id,
+                                                   Image.state == "available")):
+        row.state, row.reason = "deregistered", f"the AMI is gone from AWS ({code})"
+
+
 def resolve(session: Session, account: Account, target: Target) -> str:
     """The AMI a cluster of `account` launches from: its built image of this version; else
     build one now and wait for it (WaitingForImage). There is no other way to boot."""

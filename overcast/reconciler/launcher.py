@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from overcast.backends import Provider
-from overcast.backends.base import CapacityError, QuotaExceeded
+from overcast.backends.base import CapacityError, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
 from overcast.reconciler import batches, envbuilds, images
 from overcast.reconciler.contexts import Target
@@ -65,6 +65,16 @@ class BatchLauncher:
         except QuotaExceeded as exc:
             batches.forget(batch)
             self.quota.hit(session, cluster, exc)
+            return False
+        except ProviderError as exc:
+            if exc.code not in images.AMI_GONE:
+                raise
+            batches.forget(batch)  # refused: nothing was made
+            images.forget_gone(session, image, exc.code)
+            notify(session, cluster.account_id, "image-gone",
+                   f"The overcast VM image {image} is gone from AWS ({exc.code}); building "
+                   "it again.", level="warning", cluster=cluster)
+            session.commit()
             return False
         self.quota.cleared(cluster.id)
         self.view.note_launched(cluster.id, infos)
