@@ -265,11 +265,13 @@ class EnvironmentFailed(Exception):
     """The cluster's environment image could not be built; the message says why."""
 
 
-def cluster_software(session: Session, account: Account,
-                     software: dict | None) -> tuple[str, dict] | None:
+def cluster_software(session: Session, account: Account, software: dict | None,
+                     target: Target | None = None) -> tuple[str, dict] | None:
     """(image, registry login info) a cluster's VMs run, None for the VM image's packages
     (no environment, or a --container one, whose check is not wired yet); raises
-    WaitingForEnvironment while its build is on its way, EnvironmentFailed if it failed."""
+    WaitingForEnvironment while its build is on its way, EnvironmentFailed if it failed.
+    With `target` (a cluster's first launch), a built image is looked up in the registry
+    first: one deleted there since (or a registry that was reset) is built again."""
     if not software or not software.get("lock_hash"):
         return None
     rows = session.scalars(select(SoftwareEnvironment).where(
@@ -283,7 +285,24 @@ def cluster_software(session: Session, account: Account,
         raise EnvironmentFailed(f"The image of software environment {software['name']} v"
                                 f"{software['version']} could not be built: "
                                 f"{(rows[0].reason or 'unknown').splitlines()[0]}")
+    if target is not None:
+        registry = registry_for(session, account, target)
+        if not EnvBuildMachine._in_registry(target, account, registry, ready.lock_hash):
+            _build_again(session, account, rows, ready.image_uri)
+            raise WaitingForEnvironment(software["lock_hash"])
+        ready.image_uri = f"{registry.repository}:{ready.lock_hash}"
     return ready.image_uri, pull_info(session, account, ready.image_uri)
+
+
+def _build_again(session: Session, account: Account, rows: list[SoftwareEnvironment],
+                 image_uri: str) -> None:
+    for r in rows:
+        if r.build_state == "ready":
+            r.build_state, r.image_uri, r.reason = "pending", None, "image gone: building again"
+    notify(session, account.id, "env-image-gone",
+           f"The environment image {image_uri} is no longer in the registry; building it again.",
+           level="warning")
+    session.commit()
 
 
 def pull_info(session: Session, account: Account, image_uri: str) -> dict:

@@ -40,8 +40,10 @@ class BatchLauncher:
             session.commit()
             return False
         try:
+            first = not any(i.aws_id for i in cluster.instances)  # look it up once
             software = envbuilds.cluster_software(session, cluster.account,
-                                                  cluster.options.get("software"))
+                                                  cluster.options.get("software"),
+                                                  target if first else None)
         except envbuilds.WaitingForEnvironment:
             # The build's notifications tell its progress; the start timeout and the boot
             # timeout of instances not launched yet count from when the image is there.
