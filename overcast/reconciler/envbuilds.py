@@ -165,11 +165,20 @@ class EnvBuildMachine:
             return
         ami = images.resolve(session, account, target)
         subnets, profile = self._placement(session, account, target)
-        builder = build.build_environment(
-            target.ctx, plan, image_id=ami, subnet_id=subnets[sorted(subnets)[0]],
-            instance_profile=profile, client_token=token,
-            tags=T.resource_tags(account.slug, **{"overcast:lock-hash": row.lock_hash[:32]}),
-            registry_token=registry.token if registry.kind == "docker_hub" else None)
+        try:
+            builder = build.build_environment(
+                target.ctx, plan, image_id=ami, subnet_id=subnets[sorted(subnets)[0]],
+                instance_profile=profile, client_token=token,
+                tags=T.resource_tags(account.slug, **{"overcast:lock-hash": row.lock_hash[:32]}),
+                registry_token=registry.token if registry.kind == "docker_hub" else None)
+        except AwsError as exc:
+            if exc.code not in images.AMI_GONE:
+                raise
+            # The VM image was deregistered behind our back: build it again, then this.
+            images.forget_gone(session, ami, exc.code)
+            notify(session, account.id, "image-gone", f"The overcast VM image {ami} is gone "
+                   f"from AWS ({exc.code}); building it again.", level="warning")
+            return
         for r in rows:
             r.build_state, r.reason = "building", f"builder {builder} launched"
         notify(session, account.id, "env-builder-launched",
