@@ -4,9 +4,10 @@ and once more when it stops (token last-use, heartbeats): request paths only tou
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 
 
-class PeriodicFlusher:
+class PeriodicFlusher(ABC):
     """Subclasses implement `flush()`; `start()`/`stop()` run it in the background."""
 
     thread_name = "overcast-flusher"
@@ -16,8 +17,9 @@ class PeriodicFlusher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @abstractmethod
     def flush(self) -> int:
-        raise NotImplementedError
+        """Write what is buffered; the number of rows written."""
 
     def start(self) -> None:
         self._stop.clear()
