@@ -32,33 +32,20 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 
 from overcast import settings
 from overcast.localcloud import engineproxy, stockimage
+from overcast.localcloud.egress import INIT_IN_CONTAINER, bind_mounts, egress_env, egress_mounts
 
 log = logging.getLogger("overcast.localcloud.containers")
 
 LABEL_CLOUD = "overcast.localcloud"
 LABEL_INSTANCE = "overcast.instance"
 LABEL_PID = "overcast.localcloud.pid"  # the local cloud's process: orphans are found by it
-INIT = Path(__file__).with_name("instance_init.py")
-INIT_IN_CONTAINER = "/usr/lib/overcast-localcloud/init.py"
-CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-PIP_FILES = ("/etc/pip.conf", "/etc/xdg/pip")
-# The stand-in for a VPC's package mirror: a pip cache the local cloud owns, shared by its
-# instances (mounted read-write at root's pip cache). Not part of any image: CreateImage commits
-# the container's own layer, never a mount.
-PIP_CACHE = Path(os.environ.get("OVERCAST_LOCALCLOUD_PIP_CACHE",
-                                "/var/cache/overcast-localcloud/pip"))
-PIP_CACHE_IN_CONTAINER = "/root/.cache/pip"
-PASS_PREFIXES = ("PIP_", "UV_")
-PASS_NAMES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 CONSOLE_LIMIT = 64 * 1024  # EC2 returns the last 64 KB of console output
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_WAIT = 900.0  # a first boot may wait for the stock image build
@@ -80,36 +67,6 @@ class Box:
     container: Any = None
     started: float = field(default_factory=time.monotonic)
     running_at: float | None = None  # when the container started (boot latency)
-
-
-def egress_env() -> dict[str, str]:
-    """The machine's package-registry settings an instance gets (no host paths)."""
-    env = {}
-    for key, value in os.environ.items():
-        if key.startswith(PASS_PREFIXES) or key in PASS_NAMES:
-            if value.startswith("/") and value != CA_BUNDLE:  # a host path: not in the VM
-                continue
-            env[key] = value
-    return env
-
-
-def egress_mounts() -> dict[str, dict[str, str]]:
-    mounts = {str(INIT): {"bind": INIT_IN_CONTAINER, "mode": "ro"}}
-    for path in (CA_BUNDLE, *PIP_FILES):
-        if os.path.exists(path):
-            mounts[os.path.realpath(path)] = {"bind": path, "mode": "ro"}
-    try:
-        PIP_CACHE.mkdir(parents=True, exist_ok=True)
-        mounts[str(PIP_CACHE)] = {"bind": PIP_CACHE_IN_CONTAINER, "mode": "rw"}
-    except OSError as exc:  # no mirror: instances download from the index, only slower
-        log.warning("no package cache for instances (%s): %s", PIP_CACHE, exc)
-    return mounts
-
-
-def bind_mounts(mounts: dict[str, dict[str, str]]) -> list[Mount]:
-    """`{source: {"bind": target, "mode": "ro"|"rw"}}` as bind mounts (see the module doc)."""
-    return [Mount(target=m["bind"], source=src, type="bind", read_only=m["mode"] == "ro")
-            for src, m in mounts.items()]
 
 
 class ContainerInstances:

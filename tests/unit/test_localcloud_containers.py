@@ -14,7 +14,7 @@ import sys
 import boto3
 from docker.types import Mount
 
-from overcast.localcloud import containers, instance_init, motoimages, stockimage
+from overcast.localcloud import containers, egress, instance_init, motoimages, stockimage
 from overcast.localcloud.motoimages import _wants_debian
 
 
@@ -44,29 +44,29 @@ def test_write_files_content_encodings_permissions_and_append(tmp_path):
 def test_egress_env_passes_registry_settings_but_no_host_paths(monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "https://index.example/simple")
     monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
-    monkeypatch.setenv("PIP_CERT", containers.CA_BUNDLE)
+    monkeypatch.setenv("PIP_CERT", egress.CA_BUNDLE)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-inside")
-    env = containers.egress_env()
+    env = egress.egress_env()
     assert env["PIP_INDEX_URL"] == "https://index.example/simple"
-    assert env["PIP_CERT"] == containers.CA_BUNDLE
+    assert env["PIP_CERT"] == egress.CA_BUNDLE
     assert "PIP_FIND_LINKS" not in env and "AWS_SECRET_ACCESS_KEY" not in env
 
 
 def test_mounts_are_read_only_and_only_the_init_file_of_overcast(tmp_path, monkeypatch):
-    monkeypatch.setattr(containers, "PIP_CACHE", tmp_path / "mirror" / "pip")
-    mounts = containers.egress_mounts()
+    monkeypatch.setattr(egress, "PIP_CACHE", tmp_path / "mirror" / "pip")
+    mounts = egress.egress_mounts()
     # Read-only, except the package cache (the VPC mirror's stand-in), which is no code of ours.
     cache = mounts.pop(str(tmp_path / "mirror" / "pip"))
     assert cache == {"bind": "/root/.cache/pip", "mode": "rw"}
     assert all(m["mode"] == "ro" for m in mounts.values())
     ours = [src for src in mounts if "overcast" in src]
-    assert ours == [str(containers.INIT)]
+    assert ours == [str(egress.INIT)]
 
 
 def test_host_files_are_bind_mounts_never_volumes_an_image_would_keep():
     """docker-py's `volumes=` also declares each target a VOLUME, which CreateImage (docker
     commit) bakes into the AMI: its next instances then failed to be created."""
-    mounts = containers.bind_mounts({"/host/ca.crt": {"bind": "/etc/ca.crt", "mode": "ro"},
+    mounts = egress.bind_mounts({"/host/ca.crt": {"bind": "/etc/ca.crt", "mode": "ro"},
                                      "/host/cache": {"bind": "/root/.cache/pip", "mode": "rw"}})
     assert mounts == [Mount("/etc/ca.crt", "/host/ca.crt", type="bind", read_only=True),
                       Mount("/root/.cache/pip", "/host/cache", type="bind", read_only=False)]
