@@ -30,7 +30,8 @@ def launch_case(store: str, workers: list[int]) -> Iterator[dict[str, Any]]:
             name = f"launch{n}"
             start = time.time()
             bench.api.post("/clusters", json={"name": name, "n_workers": n}).raise_for_status()
-            c = bench.wait_running(name, n, launch_timeout(n))
+            seen: list[tuple[float, int]] = []
+            c = bench.wait_running(name, n, launch_timeout(n), seen)
             end = time.time()
             ok = c["state"] == "running" and c["workers_ready"] >= n
             calls = bench.calls_between(start, end)
@@ -40,9 +41,32 @@ def launch_case(store: str, workers: list[int]) -> Iterator[dict[str, Any]]:
                    "state": c["state"], "timeout_seconds": None if ok else launch_timeout(n),
                    "actions": dict(Counter(call["action"] for call in calls)),
                    "agent_requests": bench.player.requests(),
-                   "agent_errors": bench.player.player.errors[:3]}
+                   "agent_errors": bench.player.player.errors[:3],
+                   "timeline": timeline(bench, name, start, n, seen)}
             if n != workers[-1]:  # the next N starts alone (the last goes with the stack)
                 bench.stop_cluster(name)
+
+
+def timeline(bench: Any, name: str, start: float, n: int,
+             seen: list[tuple[float, int]]) -> dict[str, Any]:
+    """Where the seconds went: each launch call's notification, and when a quarter, half and
+    all of the workers were registered (seconds from the create request)."""
+    notes = bench.api.get("/notifications", params={"cluster": name, "limit": 1000}).json()
+    launched = sorted(round(_epoch(note["time"]) - start, 2) for note in notes
+                      if note["event_type"].endswith("-launched"))
+    ready = {f"ready_{int(share * 100)}pct": next(
+        (round(t - start, 2) for t, count in seen if count >= share * n), None)
+        for share in (0.25, 0.5, 1.0)}
+    curve = [(round(t - start, 1), count) for t, count in seen]
+    steps = [point for i, point in enumerate(curve) if i == 0 or point[1] != curve[i - 1][1]]
+    return {"launch_calls_done": launched, **ready, "ready_steps": steps}
+
+
+def _epoch(iso: str) -> float:
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def idle_case(store: str, clusters: int = 100, seconds: float = 120.0) -> dict[str, Any]:

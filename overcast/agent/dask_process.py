@@ -205,6 +205,13 @@ async def supervise(
     stopped = asyncio.ensure_future(stop.wait())
     failures = 0
     try:
+        if node.role == "worker":
+            # Its ready report just said it is alive: workers that became ready together
+            # spread their first beats over an interval instead of all beating at once.
+            await asyncio.wait({finished, stopped}, timeout=random.uniform(0, interval),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                return "signal"
         while True:
             if node.closed or finished.done():
                 return "closed"

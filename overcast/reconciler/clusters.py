@@ -269,9 +269,8 @@ class ClusterMachine:
         if not self.quota.ready(cluster.id):
             return  # a quota is reached: scaling waits (backoff) while what runs keeps running
         pending = [i for i in cluster.instances if i.state == "requested" and not i.aws_id]
-        for batch in batches.plan(pending):
-            if not self.launcher.launch(session, cluster, target, infra, opts, batch):
-                return  # waiting (image, quota), or the cluster moved zone: a later pass
+        # Some of the batches: the next pass applies the reports meanwhile and goes on.
+        self.launcher.launch_some(session, cluster, target, infra, opts, batches.plan(pending))
 
     def _finish_removed(self, session, cluster, target) -> None:
         """Terminate the workers the scale API was told to remove (Adaptive retired them on

@@ -46,11 +46,22 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[
            security_group_id: str, control_plane_ca: str | None = None,
            software: tuple[str, dict] | None = None) -> list[InstanceInfo]:
     """One call for the batch `rows` (alike: role, zone, type, spot): all of them or an error."""
+    return provider.launch(target.ctx, [launch_spec(
+        infra, cluster, rows, token, image_id, control_plane, opts, security_group_id,
+        control_plane_ca, software)])
+
+
+def launch_spec(infra: Infra, cluster: Cluster, rows: list[Instance], token: str,
+                image_id: str, control_plane: str, opts: ClusterOptions,
+                security_group_id: str, control_plane_ca: str | None = None,
+                software: tuple[str, dict] | None = None) -> LaunchSpec:
+    """The launch call of the batch `rows`. Reads the rows and the cluster: build it in the
+    thread that owns their session."""
     row = rows[0]
     zone = row.zone or cluster.zone
     subnets = infra.network.public_subnets if row.role == "scheduler" else \
         infra.network.private_subnets
-    spec = LaunchSpec(
+    return LaunchSpec(
         role=row.role, subnet_id=subnets[zone], security_group_id=security_group_id,
         instance_type=row.instance_type, image_id=image_id,
         instance_profile=infra.instance_profile,
@@ -59,4 +70,3 @@ def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[
                               control_plane_ca, software).to_cloud_init(),
         tags=instance_tags(cluster, row.role), spot=row.spot, client_token=token,
         count=len(rows))
-    return provider.launch(target.ctx, [spec])

@@ -1,23 +1,36 @@
-"""The launch step of a starting or scaling cluster: one batch of requested Instance rows
-becomes one launch call (launch.py), once the VM image and the software environment are there.
-When AWS has no capacity, spot falls back to on-demand, else the batch moves zone."""
+"""The launch step of a starting or scaling cluster: batches of requested Instance rows become
+launch calls (launch.py), once the VM image and the software environment are there. When AWS
+has no capacity, spot falls back to on-demand, else the batch moves zone.
+
+A step makes the cluster's first call alone (the scheduler's: it meets a missing image, a
+quota or a capacity shortage before anything else is asked), then up to `CONCURRENT_CALLS`
+calls at once per step: 1,000 workers are ten calls of 100, and RunInstances of 100 takes a
+second or more on EC2. Between steps the reconciler applies the agents' reports, so workers
+of the first batches count as ready while the last ones launch.
+"""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
 
 from overcast.backends import Provider
-from overcast.backends.base import CapacityError, ProviderError, QuotaExceeded
+from overcast.backends.base import CapacityError, InstanceInfo, ProviderError, QuotaExceeded
 from overcast.options import ClusterOptions
 from overcast.reconciler import batches, envbuilds, images
 from overcast.reconciler.contexts import Target
 from overcast.reconciler.infra import Infra
-from overcast.reconciler.launch import launch
+from overcast.reconciler.launch import launch_spec
 from overcast.reconciler.observe import AccountView
 from overcast.reconciler.placement import PlacementError, Zones
 from overcast.reconciler.quota import QuotaHold
 from overcast.store.models import Cluster, utcnow
 from overcast.store.notify import notify
+
+CONCURRENT_CALLS = 4  # one cluster's launch calls in flight at once
+
+Software = tuple[str, dict] | None
 
 
 class BatchLauncher:
@@ -27,10 +40,72 @@ class BatchLauncher:
                  control_plane: str, control_plane_ca: str | None) -> None:
         self.provider, self.zones, self.quota, self.view = provider, zones, quota, view
         self.control_plane, self.control_plane_ca = control_plane, control_plane_ca
+        self._calls = ThreadPoolExecutor(CONCURRENT_CALLS, thread_name_prefix="overcast-launch")
+
+    def launch_some(self, session: Session, cluster: Cluster, target: Target, infra: Infra,
+                    opts: ClusterOptions, plan: list[batches.Batch]) -> None:
+        """This step's calls: the cluster's first alone, else up to CONCURRENT_CALLS at once.
+        What is left is launched by the next steps."""
+        if not any(i.aws_id for i in cluster.instances):
+            plan = plan[:1]
+        if len(plan) == 1:
+            self.launch(session, cluster, target, infra, opts, plan[0])
+        elif plan:
+            self._launch_together(session, cluster, target, infra, opts,
+                                  plan[:CONCURRENT_CALLS])
 
     def launch(self, session: Session, cluster: Cluster, target: Target, infra: Infra,
                opts: ClusterOptions, batch: batches.Batch) -> bool:
         """One launch call for the batch's rows. False: stop launching in this pass."""
+        prepared = self._prepare(session, cluster, target)
+        if prepared is None:
+            return False
+        image, software = prepared
+        token = batches.start(cluster, batch)
+        session.commit()  # the token is recorded before the call: a crash finds the batch
+        spec = self._spec(cluster, infra, opts, batch, token, image, software)
+        try:
+            infos = self.provider.launch(target.ctx, [spec])
+        except ProviderError as exc:
+            return self._refused(session, cluster, target, infra, opts, batch, image, exc)
+        self._record(session, cluster, batch, infos)
+        return True
+
+    def _launch_together(self, session: Session, cluster: Cluster, target: Target,
+                         infra: Infra, opts: ClusterOptions,
+                         together: list[batches.Batch]) -> None:
+        """The batches' calls at once. Every answer is recorded before any error is acted on
+        (an error may move the cluster's zone, which terminates what was launched there)."""
+        prepared = self._prepare(session, cluster, target)
+        if prepared is None:
+            return
+        image, software = prepared
+        specs = [self._spec(cluster, infra, opts, batch, batches.start(cluster, batch), image,
+                            software) for batch in together]
+        session.commit()  # the tokens are recorded before the calls: a crash finds them
+        calls = [self._calls.submit(self.provider.launch, target.ctx, [spec]) for spec in specs]
+        answers = [(batch, call.exception() or call.result())
+                   for batch, call in zip(together, calls, strict=True)]
+        for batch, answer in answers:
+            if isinstance(answer, list):
+                self._record(session, cluster, batch, answer)
+        going = True
+        for batch, answer in answers:
+            if not isinstance(answer, BaseException):
+                continue
+            if not isinstance(answer, ProviderError):
+                raise answer  # the tokens stay: the next pass looks the batch up
+            if going:
+                going = self._refused(session, cluster, target, infra, opts, batch, image,
+                                      answer)
+            elif isinstance(answer, (CapacityError, QuotaExceeded)) or \
+                    answer.code in images.AMI_GONE:
+                batches.forget(batch)  # refused: nothing was made; a later pass asks again
+        session.commit()
+
+    def _prepare(self, session: Session, cluster: Cluster,
+                 target: Target) -> tuple[str, Software] | None:
+        """The VM image and the software environment, or None while one is being built."""
         try:
             image = self._image(session, cluster, target)
         except images.WaitingForImage:
@@ -38,7 +113,7 @@ class BatchLauncher:
             # from when the image is there.
             cluster.started_at = utcnow()
             session.commit()
-            return False
+            return None
         try:
             first = not any(i.aws_id for i in cluster.instances)  # look it up once
             software = envbuilds.cluster_software(session, cluster.account,
@@ -52,32 +127,40 @@ class BatchLauncher:
                 if waiting.state == "requested" and not waiting.aws_id:
                     waiting.created_at = now
             session.commit()
-            return False
+            return None
         except envbuilds.EnvironmentFailed as exc:
             raise PlacementError(str(exc)) from None
-        token = batches.start(cluster, batch)
-        session.commit()  # the token is recorded before the call: a crash finds the batch
-        try:
-            infos = launch(self.provider, target, infra, cluster, batch.rows, token, image,
-                           self.control_plane, opts, cluster.security_group_id,
-                           self.control_plane_ca, software)
-        except CapacityError as exc:
+        return image, software
+
+    def _spec(self, cluster: Cluster, infra: Infra, opts: ClusterOptions,
+              batch: batches.Batch, token: str, image: str, software: Software):
+        return launch_spec(infra, cluster, batch.rows, token, image, self.control_plane, opts,
+                           cluster.security_group_id, self.control_plane_ca, software)
+
+    def _refused(self, session: Session, cluster: Cluster, target: Target, infra: Infra,
+                 opts: ClusterOptions, batch: batches.Batch, image: str,
+                 exc: ProviderError) -> bool:
+        """A launch call that failed. False: stop launching in this pass."""
+        if isinstance(exc, CapacityError):
             batches.forget(batch)  # refused: nothing was made
             return self._no_capacity(session, cluster, target, infra, opts, batch, exc)
-        except QuotaExceeded as exc:
+        if isinstance(exc, QuotaExceeded):
             batches.forget(batch)
             self.quota.hit(session, cluster, exc)
             return False
-        except ProviderError as exc:
-            if exc.code not in images.AMI_GONE:
-                raise
-            batches.forget(batch)  # refused: nothing was made
-            images.forget_gone(session, image, exc.code)
-            notify(session, cluster.account_id, "image-gone",
-                   f"The overcast VM image {image} is gone from AWS ({exc.code}); building "
-                   "it again.", level="warning", cluster=cluster)
-            session.commit()
-            return False
+        if exc.code not in images.AMI_GONE:
+            raise exc
+        batches.forget(batch)  # refused: nothing was made
+        images.forget_gone(session, image, exc.code)
+        notify(session, cluster.account_id, "image-gone",
+               f"The overcast VM image {image} is gone from AWS ({exc.code}); building "
+               "it again.", level="warning", cluster=cluster)
+        session.commit()
+        return False
+
+    def _record(self, session: Session, cluster: Cluster, batch: batches.Batch,
+                infos: list[InstanceInfo]) -> None:
+        """The call's instances on the batch's rows, and one notification."""
         self.quota.cleared(cluster.id)
         self.view.note_launched(cluster.id, infos)
         # Agents' identity documents must name this account (server/identity.py).
@@ -96,7 +179,6 @@ class BatchLauncher:
                f"{', spot' if first.spot else ''}) in {pairs[0][1].zone if pairs else '?'}",
                cluster=cluster)
         session.commit()
-        return True
 
     def _no_capacity(self, session: Session, cluster: Cluster, target: Target, infra: Infra,
                      opts: ClusterOptions, batch: batches.Batch, exc: CapacityError) -> bool:

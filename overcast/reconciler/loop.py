@@ -66,6 +66,7 @@ class Reconciler:
         # and must not hold up the steps of running clusters meanwhile.
         self._loops = {"clusters": (self._cluster_pass, threading.Event()),
                        "backends": (self._backend_pass, threading.Event())}
+        self._soon = threading.Event()  # a soft wake: wake(look=False)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -96,8 +97,13 @@ class Reconciler:
         self.leadership.release()
 
     def wake(self, look: bool = True) -> None:
-        if look:  # something changed in AWS (a request): look again at once
-            self.machine.view.invalidate()
+        """A pass now. `look=False`, an agent's report: a pass within `busy_interval`, so a
+        thousand reports make a pass every busy_interval rather than a thousand passes (each
+        loads the cluster's instance rows)."""
+        if not look:
+            self._soon.set()
+            return
+        self.machine.view.invalidate()  # something changed in AWS (a request): look again
         for _, wake in self._loops.values():
             wake.set()
 
@@ -111,6 +117,8 @@ class Reconciler:
     def _run(self, one_pass, wake: threading.Event) -> None:
         while not self._stop.is_set():
             wake.clear()
+            if one_pass == self._cluster_pass:
+                self._soon.clear()
             if not self.leadership.still_leader():  # fencing: re-checked before every pass
                 wake.wait(RETRY_SECONDS)
                 continue
@@ -119,7 +127,17 @@ class Reconciler:
                 busy = one_pass()
             except Exception:  # one bad pass must not end the loop; the next one retries
                 log.exception("reconciler pass failed")
-            wake.wait(self.busy_interval if busy else self.idle_interval)
+            self._pause(wake, self.busy_interval if busy else self.idle_interval)
+
+    def _pause(self, wake: threading.Event, interval: float) -> None:
+        """Until `interval` has passed or a wake; a soft wake ends it once `busy_interval`
+        has passed."""
+        start = time.monotonic()
+        while not wake.is_set() and not self._stop.is_set():
+            waited = time.monotonic() - start
+            if waited >= interval or (self._soon.is_set() and waited >= self.busy_interval):
+                return
+            wake.wait(min(interval - waited, self.busy_interval))
 
     def _cluster_pass(self) -> bool:
         return self.run_pass()

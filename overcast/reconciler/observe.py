@@ -16,7 +16,9 @@ The per-cluster look of a cluster on its way is made again at most every `BUSY_L
 starts, and each agent's report wakes one, so a look per pass would cost thousands of
 describes for a large cluster. It is made at once when a row waits on a batch whose answer
 was not recorded (batches.py), or a row has an instance the last look did not have. Once
-every live instance has reported ready, it is made again only after `RESYNC` seconds.
+every live instance has reported ready, it is made again only after `RESYNC` seconds. A large
+cluster's look is made less often (`busy_look`): describing 1,000 instances is ten pages
+(seconds), during which the step applies no agent report.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from overcast.store.models import Cluster
 RESYNC = float(os.environ.get("OVERCAST_RESYNC_SECONDS", 30.0))
 BUSY_LOOK = float(os.environ.get("OVERCAST_BUSY_LOOK_SECONDS", 5.0))
 SETTLED = ("ready", "terminated", "failed")
+
+
+def busy_look(instances: int) -> float:
+    """Seconds between looks of a cluster on its way: BUSY_LOOK, or 1 s per 100 instances."""
+    return max(BUSY_LOOK, instances / 100)
 LIVE = ("requested", "launched", "booting", "ready")
 
 
@@ -81,7 +88,7 @@ class AccountView:
         # applies the last reports. Such a look is as good as a settled cluster's (RESYNC).
         up = all(r.state == "ready" for r in cluster.instances if r.aws_id in live)
         age = clock.monotonic() - made
-        fresh = age < BUSY_LOOK or (up and age < RESYNC)
+        fresh = age < busy_look(len(live)) or (up and age < RESYNC)
         if fresh and live <= seen.keys() and not batches.needs_look(cluster):
             return dict(seen)
         started = clock.monotonic()

@@ -23,6 +23,7 @@ from overcast.server.api import backend as backend_api
 from overcast.server.api import envs as envs_api
 from overcast.server.auth import principal_in
 from overcast.server.clusterlists import ClusterLists
+from overcast.server.clustertokens import ClusterTokens
 from overcast.server.heartbeats import Heartbeats
 from overcast.server.logs import LogReader
 from overcast.server.nul_guard import NulGuard
@@ -69,6 +70,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
     app.state.heartbeats = heartbeats
     app.state.scheduler_watch = SchedulerWatch(db)
     app.state.ready_reports = ReadyReports(db)
+    app.state.cluster_tokens = ClusterTokens()  # agents' bearer checks without a query
     app.state.gate = gate
     app.add_middleware(NulGuard)  # inside the gate: a refused request is cheap either way
     app.add_middleware(Admission, gate=gate)

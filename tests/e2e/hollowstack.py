@@ -40,11 +40,15 @@ class HollowBench:
     def cluster(self, name: str) -> dict[str, Any]:
         return self.api.get(f"/clusters/{name}").raise_for_status().json()
 
-    def wait_running(self, name: str, workers: int, timeout: float) -> dict[str, Any]:
-        """Poll until the cluster runs with every worker registered, it fails, or timeout."""
+    def wait_running(self, name: str, workers: int, timeout: float,
+                     seen: list[tuple[float, int]] | None = None) -> dict[str, Any]:
+        """Poll until the cluster runs with every worker registered, it fails, or timeout.
+        `seen` collects (time, workers_ready) at each poll."""
         deadline = time.monotonic() + timeout
         while True:
             c = self.cluster(name)
+            if seen is not None:
+                seen.append((time.time(), c["workers_ready"]))
             done = c["state"] == "running" and c["workers_ready"] >= workers
             if done or c["state"] == "error" or time.monotonic() > deadline:
                 return c

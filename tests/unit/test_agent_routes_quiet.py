@@ -217,3 +217,21 @@ def test_a_ready_report_whose_write_fails_is_an_error_the_agent_retries(api, mon
                    headers={**api.agent, **api.ids.headers("i-work")},
                    json={"address": "tls://10.0.0.5:9000"})
     assert r.status_code == 500  # control.py retries 5xx
+
+
+def test_a_known_clusters_bearer_is_checked_without_the_database(api, monkeypatch):
+    """Once a cluster's token hash is known, a ready report with a wrong token is refused
+    (404) and one with the right token accepted, neither reading the cluster for its bearer
+    (server/clustertokens.py); a wrong token is refused before the body is looked at."""
+    from overcast.server.api import agent
+
+    headers = {**api.agent, **api.ids.headers("i-work")}
+    body = {"address": "tls://10.0.0.5:9000"}
+    assert api.post(route(api, "i-work", "ready"), headers=headers, json=body).status_code == 200
+    reads = []
+    monkeypatch.setattr(agent, "_bearer_in_db", lambda *a: reads.append(a))
+    wrong = {**headers, "Authorization": "Bearer not-the-token"}
+    r = api.post(route(api, "i-work", "ready"), headers=wrong, json={"address": 5})
+    assert r.status_code == 404 and "No such cluster" in r.json()["detail"]
+    assert api.post(route(api, "i-work", "ready"), headers=headers, json=body).status_code == 200
+    assert reads == []  # both bearers checked against the known hash

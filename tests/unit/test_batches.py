@@ -60,8 +60,9 @@ def test_killed_between_the_call_and_its_commit_launches_nothing_twice(
 
     monkeypatch.setattr(world.fake, "launch", launch_then_die)
     cid = world.create("c", 3)
-    with pytest.raises(SystemExit):
-        world.reconciler._step(cid)  # the step of the process that dies
+    with pytest.raises(SystemExit):  # the steps of the process that dies (the scheduler's
+        for _ in range(3):           # call is made alone, the workers' in the next step)
+            world.reconciler._step(cid)
     with world.db.session() as s:
         rows = s.query(Instance).filter_by(cluster_id=cid, role="worker").all()
         assert {r.launch_token for r in rows} == set(killed) and not any(r.aws_id for r in rows)
@@ -125,3 +126,56 @@ def test_plan_groups_and_keeps_unrecorded_batches():
     # Rows that left an unrecorded batch (scaled down): what remains is asked anew.
     assert [b.token for b in batches.plan(rows[4:5])] == [None]
     assert len(batches.new_token(2**31 - 1, [row(2**31 - 1)] * 100)) <= 64
+
+
+def test_a_large_clusters_calls_go_out_together_after_the_first(world, monkeypatch):
+    """The scheduler's call alone, then the workers' up to CONCURRENT_CALLS at once per step;
+    every batch keeps its own token, and nothing is launched twice."""
+    import threading
+    import time
+
+    from overcast.reconciler.launcher import CONCURRENT_CALLS
+
+    real_launch = world.fake.launch
+    lock, in_flight, most, order = threading.Lock(), [0], [0], []
+
+    def slow_launch(conn, specs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            order.append((specs[0].role, in_flight[0]))
+        time.sleep(0.2)  # a call that takes a while, as RunInstances of 100 does
+        with lock:
+            in_flight[0] -= 1
+        return real_launch(conn, specs)
+
+    monkeypatch.setattr(world.fake, "launch", slow_launch)
+    cid = world.create("big", 1000)
+    world.settle()
+    assert world.cluster(cid)["state"] == "running" and world.cluster(cid)["ready"] == 1001
+    assert order[0] == ("scheduler", 1)  # alone
+    assert 1 < most[0] <= CONCURRENT_CALLS
+    workers = [s for s in launches(world) if s.role == "worker"]
+    assert len({s.client_token for s in workers}) == 10
+    assert len(world.fake.live()) == 1001 and world.orphans() == set()
+
+
+def test_no_capacity_for_one_of_the_calls_together(world):
+    """One of the calls made together finds no capacity: the others' instances are recorded,
+    the batch moves zone with the cluster (a starting cluster moves whole), nothing orphaned."""
+    real_launch = world.fake.launch
+    refused = []
+
+    def launch(conn, specs):
+        if specs[0].role == "worker" and specs[0].subnet_id.endswith("a") and not refused:
+            refused.append(specs[0].client_token)
+            raise CapacityError("no m6i in a", "us-east-1a",
+                                code="InsufficientInstanceCapacity")
+        return real_launch(conn, specs)
+
+    world.fake.launch = launch
+    cid = world.create("c", 400)
+    world.settle()
+    assert refused and world.cluster(cid)["state"] == "running"
+    assert world.cluster(cid)["ready"] == 401
+    assert len(world.fake.live()) == 401 and world.orphans() == set()

@@ -91,3 +91,32 @@ def test_backoff_doubles_with_jitter_and_resets():
     b.succeeded("k")
     low = Backoff(base=4.0, cap=8.0, now=lambda: now[0], rand=lambda: 0.0)
     assert low.failed("x") == 2.0  # the jittered half
+
+
+def test_an_agents_report_brings_the_next_pass_within_the_busy_interval(world):
+    """wake(look=False), as each ready report does: the loop's pause ends once busy_interval
+    has passed, however long it was; a thousand reports are a pass per busy_interval, not a
+    thousand passes. A request's wake ends the pause at once."""
+    import threading
+    import time
+
+    loop = world.reconciler
+    loop.busy_interval = 0.05
+    wake = loop._loops["clusters"][1]  # the cluster loop's own event
+
+    def pause() -> threading.Thread:
+        t = threading.Thread(target=loop._pause, args=(wake, 60.0), daemon=True)
+        t.start()
+        return t
+
+    waiting = pause()
+    time.sleep(0.3)
+    assert waiting.is_alive()  # an idle loop waits its interval
+    loop.wake(look=False)
+    waiting.join(10)
+    assert not waiting.is_alive() and not wake.is_set()  # ended by the soft wake
+    loop._soon.clear()
+    waiting = pause()
+    loop.wake()
+    waiting.join(10)
+    assert not waiting.is_alive() and wake.is_set()

@@ -32,13 +32,19 @@ router = APIRouter(prefix="/agent/clusters/{cluster_id}", tags=["agent"])
 GONE_STATES = ("stopping", "stopped", "error")
 
 
+NOT_FOUND = "No such cluster for this token."
+
+
 def agent_cluster(cluster_id: int, request: Request,
                   session: Session = Depends(db_session)) -> Cluster:
     # The credential first (401 without one); an id that cannot exist is simply not found.
     token = bearer(request)
+    if request.app.state.cluster_tokens.check(cluster_id, token) is False:
+        raise HTTPException(404, NOT_FOUND)
     cluster = session.get(Cluster, cluster_id) if fits_db(cluster_id) else None
     if cluster is None or not tokens_match(token, cluster.token_hash):
-        raise HTTPException(404, "No such cluster for this token.")
+        raise HTTPException(404, NOT_FOUND)
+    request.app.state.cluster_tokens.remember(cluster.id, cluster.token_hash)
     return cluster
 
 
@@ -146,8 +152,17 @@ def _check_ready(request: Request, cluster_id: int, aws_id: str,
         return None, action
 
 
-def _bearer_first(cluster_id: int, request: Request) -> None:
-    """The credential checked before the body is (401/404 before 422), holding no session."""
+async def _bearer_first(cluster_id: int, request: Request) -> None:
+    """The credential checked before the body is (401/404 before 422), holding no session:
+    in the event loop once the cluster's token hash is known (server/clustertokens.py)."""
+    known = request.app.state.cluster_tokens.check(cluster_id, bearer(request))
+    if known is False:
+        raise HTTPException(404, NOT_FOUND)
+    if known is None:
+        await to_thread.run_sync(_bearer_in_db, cluster_id, request)
+
+
+def _bearer_in_db(cluster_id: int, request: Request) -> None:
     with request.app.state.db.session() as session:
         agent_cluster(cluster_id, request, session)
 
