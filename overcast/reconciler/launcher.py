@@ -2,11 +2,11 @@
 launch calls (launch.py), once the VM image and the software environment are there. When AWS
 has no capacity, spot falls back to on-demand, else the batch moves zone.
 
-A step makes the cluster's first call alone (the scheduler's: it meets a missing image, a
-quota or a capacity shortage before anything else is asked), then up to `CONCURRENT_CALLS`
-calls at once per step: 1,000 workers are ten calls of 100, and RunInstances of 100 takes a
-second or more on EC2. Between steps the reconciler applies the agents' reports, so workers
-of the first batches count as ready while the last ones launch.
+A step makes up to `CONCURRENT_CALLS` calls at once (the scheduler's first in the plan): 1,000
+workers are eleven calls of at most 100, and RunInstances of 100 takes a second or more on
+EC2. Between steps the reconciler applies the agents' reports, so workers of the first
+batches count as ready while the last ones launch. Every answer of a step is recorded before
+any of its errors is acted on.
 """
 
 from __future__ import annotations
@@ -44,10 +44,7 @@ class BatchLauncher:
 
     def launch_some(self, session: Session, cluster: Cluster, target: Target, infra: Infra,
                     opts: ClusterOptions, plan: list[batches.Batch]) -> None:
-        """This step's calls: the cluster's first alone, else up to CONCURRENT_CALLS at once.
-        What is left is launched by the next steps."""
-        if not any(i.aws_id for i in cluster.instances):
-            plan = plan[:1]
+        """This step's calls, up to CONCURRENT_CALLS at once; the next steps launch the rest."""
         if len(plan) == 1:
             self.launch(session, cluster, target, infra, opts, plan[0])
         elif plan:

@@ -60,9 +60,8 @@ def test_killed_between_the_call_and_its_commit_launches_nothing_twice(
 
     monkeypatch.setattr(world.fake, "launch", launch_then_die)
     cid = world.create("c", 3)
-    with pytest.raises(SystemExit):  # the steps of the process that dies (the scheduler's
-        for _ in range(3):           # call is made alone, the workers' in the next step)
-            world.reconciler._step(cid)
+    with pytest.raises(SystemExit):
+        world.reconciler._step(cid)  # the step of the process that dies
     with world.db.session() as s:
         rows = s.query(Instance).filter_by(cluster_id=cid, role="worker").all()
         assert {r.launch_token for r in rows} == set(killed) and not any(r.aws_id for r in rows)
@@ -129,8 +128,8 @@ def test_plan_groups_and_keeps_unrecorded_batches():
 
 
 def test_a_large_clusters_calls_go_out_together_after_the_first(world, monkeypatch):
-    """The scheduler's call alone, then the workers' up to CONCURRENT_CALLS at once per step;
-    every batch keeps its own token, and nothing is launched twice."""
+    """Up to CONCURRENT_CALLS calls at once per step, the scheduler's among the first; every
+    batch keeps its own token, and nothing is launched twice."""
     import threading
     import time
 
@@ -153,7 +152,7 @@ def test_a_large_clusters_calls_go_out_together_after_the_first(world, monkeypat
     cid = world.create("big", 1000)
     world.settle()
     assert world.cluster(cid)["state"] == "running" and world.cluster(cid)["ready"] == 1001
-    assert order[0] == ("scheduler", 1)  # alone
+    assert "scheduler" in [role for role, _ in order[:CONCURRENT_CALLS]]
     assert 1 < most[0] <= CONCURRENT_CALLS
     workers = [s for s in launches(world) if s.role == "worker"]
     assert len({s.client_token for s in workers}) == 10
