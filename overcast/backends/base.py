@@ -188,6 +188,11 @@ class Provider(abc.ABC):
     # What a spot interruption looks like in InstanceInfo.state_reason.
     spot_interruption_reason: str = ""
 
+    def warm_up(self) -> None:
+        """Load what the first calls would (e.g. API models), before they are made: a
+        control plane calls it in the background at start. Optional: nothing by default."""
+        return None
+
     # credentials and identity
     @abc.abstractmethod
     def connect(self, region: str, credentials: dict[str, str] | None = None,

@@ -70,6 +70,8 @@ class Reconciler:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        # The cloud's API models parsed now, not during the first requests' steps.
+        threading.Thread(target=self._warm_up, name="overcast-warm-up", daemon=True).start()
         try:  # before the first pass: a restart's gap must be known before any heartbeat check
             self.liveness.mark()
         except Exception:
@@ -87,6 +89,12 @@ class Reconciler:
                                       name=f"overcast-reconciler-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _warm_up(self) -> None:
+        try:
+            self.contexts.provider.warm_up()
+        except Exception:  # only an optimisation: the first calls load what they need
+            log.exception("warming up the cloud provider failed")
 
     def stop(self) -> None:
         self._stop.set()

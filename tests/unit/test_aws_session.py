@@ -28,6 +28,23 @@ def test_explicit_keys(aws):
         session.context("us-east-1", access_key_id="AKIAEXAMPLE")
 
 
+def test_contexts_share_api_models_but_never_credentials(aws):
+    """Every context's session reads the API models from one loader (parsed once per
+    process: session._LOADER), and each keeps its own keys, region and clients."""
+    session.preload()
+    a = session.context("us-east-1", "AKIAAAAAAAAAAAAAAAAA", "secret-a")
+    b = session.context("eu-west-1", "AKIABBBBBBBBBBBBBBBB", "secret-b")
+    operator = session.context("us-east-1")
+    loaders = {id(c.session._session.get_component("data_loader")) for c in (a, b, operator)}
+    assert loaders == {id(session._LOADER)}
+    assert a.session.get_credentials().access_key == "AKIAAAAAAAAAAAAAAAAA"
+    assert b.session.get_credentials().access_key == "AKIABBBBBBBBBBBBBBBB"
+    assert operator.session.get_credentials().access_key not in ("AKIAAAAAAAAAAAAAAAAA",
+                                                                 "AKIABBBBBBBBBBBBBBBB")
+    assert a.client("ec2") is not b.client("ec2")
+    assert b.client("ec2").meta.region_name == "eu-west-1"
+
+
 def test_assume_role_with_external_id_refreshes(aws):
     trust = {
         "Version": "2012-10-17",

@@ -23,7 +23,7 @@ from . import (
     teardown,
 )
 from .errors import QuotaExceeded, quota_for_type
-from .session import AwsContext, context, record_actions
+from .session import AwsContext, context, preload, record_actions
 
 LOG_RETENTION_DAYS = 30
 SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
@@ -37,6 +37,9 @@ def _neutral(net: network.Network) -> base.Network:
 class AwsProvider(base.Provider):
     name = "aws"
     spot_interruption_reason = SPOT_INTERRUPTION
+
+    def warm_up(self) -> None:
+        preload()
 
     # --- credentials and identity -----------------------------------------------------------
     def connect(self, region: str, credentials: dict[str, str] | None = None,

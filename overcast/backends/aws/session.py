@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
@@ -23,6 +24,26 @@ _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, user_agent_ext
 # should fail over to another zone at once, not be retried in the same zone for ~20 s.
 _NO_RETRY = _CONFIG.merge(Config(retries={"mode": "standard", "max_attempts": 1}))
 ROLE_SESSION_NAME = "overcast"
+# One botocore data loader for every session: each service's model (EC2's is megabytes of
+# JSON, ~0.3 s of CPU holding the GIL) is parsed once per process, not once per account's
+# context, and not in the middle of a request burst (preload).
+_LOADER = botocore.loaders.create_loader()
+SERVICES = ("ec2", "ecr", "iam", "logs", "s3", "ssm", "sts")
+
+
+def _core_session() -> botocore.session.Session:
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _LOADER)
+    return core
+
+
+def preload(region: str = "us-east-1") -> None:
+    """Parse the models and endpoint data of the services overcast calls (no request is sent:
+    a client is made and dropped)."""
+    core = _core_session()
+    for service in SERVICES:
+        core.create_client(service, region_name=region, aws_access_key_id="preload",
+                           aws_secret_access_key="preload")
 
 
 @dataclass
@@ -78,6 +99,7 @@ def context(
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
         region_name=region,
+        botocore_session=_core_session(),
     )
     if role_arn is None:
         return AwsContext(base, region)
@@ -106,7 +128,7 @@ def _assumed_session(
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
     )
-    core = botocore.session.get_session()
+    core = _core_session()
     core._credentials = credentials  # the documented way boto3 users attach refreshable creds
     core.set_config_variable("region", region)
     return boto3.Session(botocore_session=core, region_name=region)
