@@ -104,14 +104,15 @@ class Reconciler:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.leadership.release()
 
-    def wake(self, look: bool = True) -> None:
-        """A pass now. `look=False`, an agent's report: a pass within `busy_interval`, so a
-        thousand reports make a pass every busy_interval rather than a thousand passes (each
-        loads the cluster's instance rows)."""
-        if not look:
+    def wake(self, look: bool = True, at_once: bool = True) -> None:
+        """A pass now; `look`: something changed in AWS (a request), look again. `at_once=False`
+        (a worker's report): a pass within `busy_interval`, so a thousand reports make a pass
+        every busy_interval rather than a thousand passes (each loads the instance rows)."""
+        if not at_once:
             self._soon.set()
             return
-        self.machine.view.invalidate()  # something changed in AWS (a request): look again
+        if look:
+            self.machine.view.invalidate()
         for _, wake in self._loops.values():
             wake.set()
 

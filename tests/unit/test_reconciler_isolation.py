@@ -94,9 +94,9 @@ def test_backoff_doubles_with_jitter_and_resets():
 
 
 def test_an_agents_report_brings_the_next_pass_within_the_busy_interval(world):
-    """wake(look=False), as each ready report does: the loop's pause ends once busy_interval
-    has passed, however long it was; a thousand reports are a pass per busy_interval, not a
-    thousand passes. A request's wake ends the pause at once."""
+    """wake(at_once=False), as a worker's ready report does: the loop's pause ends once
+    busy_interval has passed, however long it was; a thousand reports are a pass per
+    busy_interval, not a thousand passes. A request's wake ends the pause at once."""
     import threading
     import time
 
@@ -112,7 +112,7 @@ def test_an_agents_report_brings_the_next_pass_within_the_busy_interval(world):
     waiting = pause()
     time.sleep(0.3)
     assert waiting.is_alive()  # an idle loop waits its interval
-    loop.wake(look=False)
+    loop.wake(look=False, at_once=False)
     waiting.join(10)
     assert not waiting.is_alive() and not wake.is_set()  # ended by the soft wake
     loop._soon.clear()

@@ -178,8 +178,9 @@ async def instance_ready(cluster_id: int, aws_id: str, body: ReadyReport,
     else:
         release_slot(request.scope)
         await request.app.state.ready_reports.write(report)
-    # The reconciler applies the report; no new look at AWS is needed for it.
-    wake(request, look=False)
+    # The reconciler applies the report; no new look at AWS is needed for it. A scheduler's
+    # makes its cluster running (a user waits on it): a pass at once.
+    wake(request, look=False, at_once=report is None)
     return {"action": action}
 
 

@@ -87,11 +87,12 @@ def find_cluster(session: Session, account_id: int, name: str) -> Cluster:
     return row
 
 
-def wake(request: Request, look: bool = True) -> None:
-    """Wake the reconciler; `look=False`: a report that needs no new look at AWS."""
+def wake(request: Request, look: bool = True, at_once: bool = True) -> None:
+    """Wake the reconciler; `look=False`: a report that needs no new look at AWS;
+    `at_once=False`: a pass within the busy interval is soon enough (a worker's report)."""
     reconciler = getattr(request.app.state, "reconciler", None)
     if reconciler is not None:
-        reconciler.wake(look=look)
+        reconciler.wake(look=look, at_once=at_once)
 
 
 @router.post("", status_code=201, responses={
