@@ -31,6 +31,8 @@ def summarize(info: dict[str, Any]) -> dict[str, Any]:
         "workers_ready": int(info.get("workers_ready") or 0),
         "n_workers": int(info.get("n_workers") or 0),
         "reason": info.get("reason"),
+        # The newest notification of the cluster: e.g. the image build it waits for.
+        "event": (info.get("last_event") or {}).get("message"),
     }
 
 
@@ -49,7 +51,8 @@ class StartProgress:
         self.started = time.monotonic()
         self.summary: dict[str, Any] = {"state": "pending", "scheduler": "requested",
                                         "instances_ready": 0, "instances_wanted": 0,
-                                        "workers_ready": 0, "n_workers": 0, "reason": None}
+                                        "workers_ready": 0, "n_workers": 0, "reason": None,
+                                        "event": None}
         self._last_line: tuple | None = None
         self._live: Live | None = None
 
@@ -73,7 +76,8 @@ class StartProgress:
         self.summary = summarize(info)
         if self.mode == "plain":
             s = self.summary
-            key = (s["state"], s["scheduler"], s["instances_ready"], s["workers_ready"])
+            key = (s["state"], s["scheduler"], s["instances_ready"], s["workers_ready"],
+                   s["event"])
             if key != self._last_line:  # one line per change, not per poll
                 self._last_line = key
                 print(self.line(), file=self.stream, flush=True)
@@ -86,6 +90,8 @@ class StartProgress:
                 f"{self.elapsed():.0f}s")
         if s["reason"]:
             text += f" ({s['reason']})"
+        elif s["event"] and s["state"] in ("pending", "starting"):
+            text += f": {s['event']}"
         return text
 
     def __rich__(self) -> Group:
@@ -104,6 +110,8 @@ class StartProgress:
         grid.add_row("elapsed", f"{self.elapsed():.0f}s")
         if s["reason"]:
             grid.add_row("reason", Text(str(s["reason"]), style="red"))
+        elif s["event"] and s["state"] in ("pending", "starting"):
+            grid.add_row("latest", Text(str(s["event"])))
         parts: list[Any] = [title, grid]
         if s["state"] in ("pending", "starting"):
             parts.insert(0, Spinner("dots", text="starting"))

@@ -105,10 +105,14 @@ class BatchLauncher:
         """The VM image and the software environment, or None while one is being built."""
         try:
             image = self._image(session, cluster, target)
-        except images.WaitingForImage:
+        except images.WaitingForImage as exc:
             # The build's own notifications tell its progress; the start timeout counts
-            # from when the image is there.
+            # from when the image is there. The cluster's own row says what it waits for
+            # (the start progress shows it; a repeat is a count, not a row).
             cluster.started_at = utcnow()
+            notify(session, cluster.account_id, "waiting-vm-image",
+                   f"{exc} It is built once per account and region (a few minutes); the "
+                   "cluster starts when it is ready.", cluster=cluster)
             session.commit()
             return None
         try:
@@ -120,6 +124,11 @@ class BatchLauncher:
             # The build's notifications tell its progress; the start timeout and the boot
             # timeout of instances not launched yet count from when the image is there.
             cluster.started_at = now = utcnow()
+            wanted = cluster.options.get("software") or {}
+            notify(session, cluster.account_id, "waiting-environment",
+                   f"Waiting for the image of software environment {wanted.get('name')} v"
+                   f"{wanted.get('version')} to be built (once per environment version); the "
+                   "cluster starts when it is ready.", cluster=cluster)
             for waiting in cluster.instances:
                 if waiting.state == "requested" and not waiting.aws_id:
                     waiting.created_at = now

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
 from overcast import crypto
 from overcast.dashboardcred import dashboard_token, link_with_token
 from overcast.store.models import Backend, BackendResource, Cluster, Instance, Notification
@@ -50,7 +53,21 @@ def cluster_view(row: Cluster, with_instances: bool = True) -> dict[str, Any]:
     }
     if with_instances:
         view["instances"] = [instance_view(i) for i in row.instances]
+        view["last_event"] = last_event(row)
     return view
+
+
+def last_event(row: Cluster) -> dict[str, Any] | None:
+    """The cluster's newest notification: what a start's live view shows under its counts
+    (e.g. the VM image or software environment build it waits for)."""
+    session = object_session(row)
+    newest = session.scalar(select(Notification).where(
+        Notification.account_id == row.account_id, Notification.cluster_id == row.id)
+        .order_by(Notification.id.desc()).limit(1)) if session is not None else None
+    if newest is None:
+        return None
+    return {"time": iso(newest.last_at or newest.time), "level": newest.level,
+            "event_type": newest.event_type, "message": newest.message}
 
 
 def notification_view(row: Notification) -> dict[str, Any]:
