@@ -76,6 +76,30 @@ def phases(url: str, token: str, slug: str, name: str, wall: float,
     return [b - a for a, b in zip([0.0, *marks], ends, strict=True)]
 
 
+def scheduler_log(url: str, token: str, slug: str, name: str, wall: float) -> list[str]:
+    """The scheduler agent's log lines, each at its offset from the start call: where the
+    boot's seconds went after the agent's first line (before it: container, init, imports)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"}
+    doc = httpx.get(f"{url}/api/v1/accounts/{slug}/clusters/{name}", headers=headers,
+                    timeout=10).json()
+    scheduler = next((i["aws_id"] for i in doc.get("instances", [])
+                      if i["role"] == "scheduler"), None)
+    streams: dict = {}
+    for _ in range(30):  # the agent ships its last lines as its VM powers off
+        streams = httpx.get(f"{url}/api/v1/accounts/{slug}/clusters/{name}/logs",
+                            headers=headers, timeout=30).json().get("streams", {})
+        if streams.get(scheduler):
+            break
+        time.sleep(1)
+    lines = [f"scheduler {scheduler}'s log, seconds from the start call:"]
+    for event in streams.get(scheduler, [])[:20]:
+        when = event.get("timestamp", 0) / 1000 - wall
+        lines.append(f"{when:6.2f} s  {str(event.get('message', '')).strip()[:110]}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -113,6 +137,9 @@ def main() -> None:
                 split.append(phases(stack.url, token, slug, f"bench-{i}", wall, elapsed))
                 print(f"round {i}: LocalCluster {local[-1]:.2f} s, overcast {ours[-1]:.2f} s",
                       file=sys.stderr)
+                if i == args.rounds - 1:  # one round's scheduler boot, line by line
+                    print("\n".join(scheduler_log(stack.url, token, slug, f"bench-{i}", wall)),
+                          file=sys.stderr)
     finally:
         stack.stop()
     load_after = os.getloadavg()
