@@ -92,18 +92,26 @@ def test_call_that_failed_ambiguously_is_retried_with_its_token(world):
     assert len(world.fake.live()) == 3
 
 
-def test_no_capacity_moves_the_whole_batch(world):
-    calls = []
+def no_workers_in_zone_a(world, times: int | None = None) -> list[str]:
+    """Workers' launch calls in zone a are refused for capacity (`times` of them, else all);
+    returns the refused calls' tokens."""
     real_launch = world.fake.launch
+    refused: list[str] = []
 
     def launch(conn, specs):
-        calls.append(specs[0].subnet_id)
-        if specs[0].role == "worker" and specs[0].subnet_id.endswith("a"):
+        if specs[0].role == "worker" and specs[0].subnet_id.endswith("a") and (
+                times is None or len(refused) < times):
+            refused.append(specs[0].client_token)
             raise CapacityError("no m6i in a", "us-east-1a",
                                 code="InsufficientInstanceCapacity")
         return real_launch(conn, specs)
 
     world.fake.launch = launch
+    return refused
+
+
+def test_no_capacity_moves_the_whole_batch(world):
+    no_workers_in_zone_a(world)
     cid = world.create("c", 3)
     world.settle()
     assert world.cluster(cid)["state"] == "running" and world.cluster(cid)["ready"] == 4
@@ -162,17 +170,7 @@ def test_a_large_clusters_calls_go_out_together_after_the_first(world, monkeypat
 def test_no_capacity_for_one_of_the_calls_together(world):
     """One of the calls made together finds no capacity: the others' instances are recorded,
     the batch moves zone with the cluster (a starting cluster moves whole), nothing orphaned."""
-    real_launch = world.fake.launch
-    refused = []
-
-    def launch(conn, specs):
-        if specs[0].role == "worker" and specs[0].subnet_id.endswith("a") and not refused:
-            refused.append(specs[0].client_token)
-            raise CapacityError("no m6i in a", "us-east-1a",
-                                code="InsufficientInstanceCapacity")
-        return real_launch(conn, specs)
-
-    world.fake.launch = launch
+    refused = no_workers_in_zone_a(world, times=1)
     cid = world.create("c", 400)
     world.settle()
     assert refused and world.cluster(cid)["state"] == "running"
