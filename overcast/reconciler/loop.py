@@ -66,7 +66,7 @@ class Reconciler:
         # and must not hold up the steps of running clusters meanwhile.
         self._loops = {"clusters": (self._cluster_pass, threading.Event()),
                        "backends": (self._backend_pass, threading.Event())}
-        self._soon = threading.Event()  # a soft wake: wake(look=False)
+        self._soon = threading.Event()  # a soft wake: wake(at_once=False)
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:

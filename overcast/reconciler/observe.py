@@ -35,12 +35,12 @@ from overcast.store.models import Cluster
 RESYNC = float(os.environ.get("OVERCAST_RESYNC_SECONDS", 30.0))
 BUSY_LOOK = float(os.environ.get("OVERCAST_BUSY_LOOK_SECONDS", 5.0))
 SETTLED = ("ready", "terminated", "failed")
+LIVE = ("requested", "launched", "booting", "ready")
 
 
 def busy_look(instances: int) -> float:
     """Seconds between looks of a cluster on its way: BUSY_LOOK, or 1 s per 100 instances."""
     return max(BUSY_LOOK, instances / 100)
-LIVE = ("requested", "launched", "booting", "ready")
 
 
 class AccountView:
