@@ -183,6 +183,8 @@ class Instance(Base):
 
 class Notification(Base):
     __tablename__ = "notifications"
+    # A cluster's newest notification (its detail's last_event, notify's repeat check).
+    __table_args__ = (Index("ix_notifications_cluster_id", "cluster_id", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id"))
