@@ -7,10 +7,9 @@ instance it is from the IMDS and proves it with the signed identity document (id
 from __future__ import annotations
 
 from overcast import crypto, tags
-from overcast.backends.base import InstanceInfo, LaunchSpec
+from overcast.backends.base import LaunchSpec
 from overcast.bootconfig import BootConfig
 from overcast.options import ClusterOptions
-from overcast.reconciler.contexts import Target
 from overcast.reconciler.infra import Infra
 from overcast.store.models import Cluster, Instance
 
@@ -39,16 +38,6 @@ def boot_config(cluster: Cluster, row: Instance, control_plane: str,
                       worker_resources=resources, control_plane_ca=control_plane_ca,
                       heartbeat_interval=HEARTBEAT_INTERVAL[row.role],
                       shutdown_after_unreachable=opts.shutdown_after_unreachable)
-
-
-def launch(provider, target: Target, infra: Infra, cluster: Cluster, rows: list[Instance],
-           token: str, image_id: str, control_plane: str, opts: ClusterOptions,
-           security_group_id: str, control_plane_ca: str | None = None,
-           software: tuple[str, dict] | None = None) -> list[InstanceInfo]:
-    """One call for the batch `rows` (alike: role, zone, type, spot): all of them or an error."""
-    return provider.launch(target.ctx, [launch_spec(
-        infra, cluster, rows, token, image_id, control_plane, opts, security_group_id,
-        control_plane_ca, software)])
 
 
 def launch_spec(infra: Infra, cluster: Cluster, rows: list[Instance], token: str,
