@@ -54,7 +54,7 @@ say() { echo "$MARK $*"; }
 # HTTP with Python's standard library (a minimal Debian has no curl), trusting the control
 # plane's CA when one is given. Usage: http GET url outfile | http POST url json-body
 cat > "$WORK/fetch.py" <<'EOF'
-import os, ssl, sys, urllib.request
+import os, ssl, sys, time, urllib.error, urllib.request
 method, url = sys.argv[1], sys.argv[2]
 ctx = ssl.create_default_context()
 if os.environ.get("OVERCAST_CONTROL_PLANE_CA"):
@@ -63,9 +63,19 @@ headers = {"Content-Type": "application/json"}
 if os.environ.get("OVERCAST_BUILD_TOKEN"):
     headers["Authorization"] = "Bearer " + os.environ["OVERCAST_BUILD_TOKEN"]
 data = sys.argv[3].encode() if method == "POST" else None
-req = urllib.request.Request(url, data=data, method=method, headers=headers)
-with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:
-    body = resp.read()
+# A control plane being restarted or deployed answers 5xx or not at all for a moment: retry
+# those (5 tries over ~30 s); a 4xx is an answer, and ends the step.
+for attempt in range(5):
+    try:
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, context=ctx, timeout=60) as resp:
+            body = resp.read()
+        break
+    except (urllib.error.URLError, OSError) as exc:
+        if attempt == 4 or (isinstance(exc, urllib.error.HTTPError) and exc.code < 500):
+            raise
+        print("overcast-bootstrap: %s %s: %s; retrying" % (method, url, exc), file=sys.stderr)
+        time.sleep(2 * 2 ** attempt)
 if method == "GET":
     with open(sys.argv[3], "wb") as f:
         f.write(body)
@@ -82,12 +92,12 @@ report() {  # report ok|failed [reason]: best effort, the console marker is the 
 
 finish() {
     code=$?
-    rm -rf "$WORK"
-    if [ -n "$MINE" ]; then rm -rf "$MINE"; fi
-    if [ $code -ne 0 ]; then
+    if [ $code -ne 0 ]; then  # before the clean-up: the report needs $WORK/fetch.py
         say "FAILED at step '$STEP' (exit code $code)"
         report failed "bootstrap failed at step '$STEP' (exit code $code)"
     fi
+    rm -rf "$WORK"
+    if [ -n "$MINE" ]; then rm -rf "$MINE"; fi
 }
 trap finish EXIT
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 
 from overcast import reachability, settings
 from overcast.reconciler.loop import Reconciler
+from overcast.server import dist as agent_dist
 from overcast.server import listcache, web
 from overcast.server.admission import Admission, Gate
 from overcast.server.api import accounts, agent, clusters, dist, images, me, notifications, tokens
@@ -54,6 +55,7 @@ def create_app(db: Database | None = None, control_plane_url: str = "http://127.
         to_thread.current_default_thread_limiter().total_tokens = gate.slots + listcache.LANE + 8
         last_used.start()
         heartbeats.start()
+        agent_dist.prebuild()
         if reconciler:
             reconciler.start()
         yield

@@ -18,9 +18,9 @@ import ast
 import base64
 import hashlib
 import io
+import threading
 import zipfile
 from dataclasses import dataclass
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -168,7 +168,22 @@ def build(version: str | None = None) -> AgentWheel:
                       constraints=constraints())
 
 
-@cache
+_built: AgentWheel | None = None
+# One build at a time: two image builders asking at once had two threads in ast.parse, which
+# CPython 3.11 before 3.11.9 does not survive ("AST constructor recursion depth mismatch",
+# a SystemError; gh-106905), and the builder got a 500.
+_build_lock = threading.Lock()
+
+
 def agent_wheel() -> AgentWheel:
-    """Built once per server process (~10 ms), on first use."""
-    return build()
+    """Built once per server process (~10 ms), on first use or by `prebuild`."""
+    global _built
+    with _build_lock:
+        if _built is None:
+            _built = build()
+        return _built
+
+
+def prebuild() -> None:
+    """At server start, in the background: the first builder VM finds the wheel ready."""
+    threading.Thread(target=agent_wheel, name="overcast-agent-wheel", daemon=True).start()

@@ -137,7 +137,8 @@ class Stack:
             rows = {r["id"]: r for r in httpx.get(api, headers=headers, timeout=30).json()}
             failed = [rows[i] for i in ids.values() if rows[i]["state"] == "error"]
             if failed:
-                raise RuntimeError(f"image build failed: {failed}")
+                raise RuntimeError(f"image build failed: {failed}\n"
+                                   f"control plane log:\n{self.server.tail(60)}")
             if all(rows[i]["state"] == "available" for i in ids.values()):
                 return {region: rows[i]["image_id"] for region, i in ids.items()}
             return None

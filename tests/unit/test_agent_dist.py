@@ -75,3 +75,28 @@ def test_served_without_auth_and_checked_by_sha256(tmp_path, monkeypatch) -> Non
     assert "distributed==" in client.get(f"/api/v1/dist/constraints-{v}.txt").text
     missing = client.get("/api/v1/dist/overcast-agent-9.9.9.whl")
     assert missing.status_code == 404 and v in missing.json()["detail"]
+
+
+def test_builders_asking_at_once_share_one_build(monkeypatch) -> None:
+    """Two image builders fetching the index at once: one build, both get its bytes (two
+    threads in ast.parse crash CPython 3.11.7; that was a builder's 500)."""
+    import threading
+    import time
+
+    builds = []
+
+    def slow_build():
+        builds.append(1)
+        time.sleep(0.2)  # long enough for the other thread to arrive meanwhile
+        return real_build()
+
+    real_build = dist.build
+    monkeypatch.setattr(dist, "_built", None)
+    monkeypatch.setattr(dist, "build", slow_build)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(dist.agent_wheel())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(builds) == 1 and len(got) == 4 and len({w.sha256 for w in got}) == 1
