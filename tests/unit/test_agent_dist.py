@@ -91,6 +91,7 @@ def test_builders_asking_at_once_share_one_build(monkeypatch) -> None:
         return real_build()
 
     real_build = dist.build
+    dist.agent_wheel()  # waits out a build another test's server started in the background
     monkeypatch.setattr(dist, "_built", None)
     monkeypatch.setattr(dist, "build", slow_build)
     got = []
