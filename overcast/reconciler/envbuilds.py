@@ -15,6 +15,7 @@ Builds run in the account (the backend's region), never on the control plane hos
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -126,7 +127,7 @@ class EnvBuildMachine:
             return
         account = session.get(Account, account_id)
         target = self.contexts.for_account(session, account, build_region(session, account))
-        token = f"overcast-env-{rows[0].id}-{lock_hash[:12]}"
+        token = _builder_token(session, rows[0])
         if all(r.deleted for r in rows):  # nobody wants this image any more: stop building
             self._fail(session, account_id, target, rows, token, "deleted before its image "
                        "was built", notify_user=False)
@@ -228,7 +229,8 @@ class EnvBuildMachine:
         if state.failed or info.state in ("shutting-down", "terminated", "stopping", "stopped"):
             raise AwsError(f"The environment builder {info.aws_id} failed: "
                            f"{state.failed or info.state}\n{_tail(console)}")
-        if utcnow() - rows[0].created_at > timedelta(seconds=self.build_timeout):
+        started = min(r.build_started_at or r.created_at for r in rows)
+        if utcnow() - started > timedelta(seconds=self.build_timeout):
             raise AwsError(f"The environment builder {info.aws_id} did not finish within "
                            f"{self.build_timeout:.0f} s\n{_tail(console)}")
 
@@ -260,6 +262,21 @@ class EnvBuildMachine:
     @staticmethod
     def _names(rows: list[SoftwareEnvironment]) -> list[str]:
         return [f"{r.name} v{r.version}" for r in rows]
+
+
+def _builder_token(session: Session, first: SoftwareEnvironment) -> str:
+    """The ClientToken of this attempt's builder, on the lock's first building row. A fresh
+    one per attempt, committed before RunInstances (a crash then finds the same builder);
+    rows building since before migration 0014 keep the token they were launched with."""
+    if first.builder_token:
+        return first.builder_token
+    legacy = f"overcast-env-{first.id}-{(first.lock_hash or '')[:12]}"
+    if first.build_state != "pending":
+        return legacy
+    first.builder_token = f"{legacy}-{secrets.token_hex(4)}"
+    first.build_started_at = utcnow()
+    session.commit()
+    return first.builder_token
 
 
 def _tail(console: str, lines: int = 15) -> str:
@@ -308,6 +325,7 @@ def _build_again(session: Session, account: Account, rows: list[SoftwareEnvironm
     for r in rows:
         if r.build_state == "ready":
             r.build_state, r.image_uri, r.reason = "pending", None, "image gone: building again"
+            r.builder_token = r.build_started_at = None  # a new attempt, a new builder
     notify(session, account.id, "env-image-gone",
            f"The environment image {image_uri} is no longer in the registry; building it again.",
            level="warning")

@@ -256,6 +256,11 @@ class SoftwareEnvironment(Base):
     build_state: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(Text)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The ClientToken (and launch-token tag) of this build attempt's builder, committed before
+    # its RunInstances; a new one per attempt: EC2 lists a terminated builder for about an
+    # hour, and a rebuild must not find the previous attempt's. Set on the lock's first row.
+    builder_token: Mapped[str | None] = mapped_column(String(64))
+    build_started_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
