@@ -229,7 +229,10 @@ class EnvBuildMachine:
         if state.failed or info.state in ("shutting-down", "terminated", "stopping", "stopped"):
             raise AwsError(f"The environment builder {info.aws_id} failed: "
                            f"{state.failed or info.state}\n{_tail(console)}")
-        started = min(r.build_started_at or r.created_at for r in rows)
+        # This attempt's start (on the row holding its token); rows building since before
+        # migration 0014 have none, and count from their creation.
+        started = max((r.build_started_at for r in rows if r.build_started_at), default=None) \
+            or min(r.created_at for r in rows)
         if utcnow() - started > timedelta(seconds=self.build_timeout):
             raise AwsError(f"The environment builder {info.aws_id} did not finish within "
                            f"{self.build_timeout:.0f} s\n{_tail(console)}")

@@ -5,6 +5,8 @@ In-process moto; the VM image is built through the real image pipeline first."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -28,9 +30,14 @@ SPEC = {"kind": "package_sync", "python": "3.11",
 
 def _env(world) -> SoftwareEnvironment:
     with world["db"].session() as session:
-        row = session.scalar(select(SoftwareEnvironment))
+        row = session.scalar(select(SoftwareEnvironment).order_by(SoftwareEnvironment.id))
         session.expunge(row)
         return row
+
+
+def _step(world, machine: EnvBuildMachine, lock_hash: str) -> None:
+    with world["db"].session() as session:
+        machine.step(session, account(session, world["slug"]).id, lock_hash)
 
 
 def _builders(world) -> dict[str, str]:
@@ -46,18 +53,21 @@ def test_an_image_gone_from_the_registry_gets_a_new_builder(world):
     created = world["api"].post(f"/api/v1/accounts/{world['slug']}/software-environments",
                                 json={"name": "ml", "spec": SPEC})
     assert created.status_code == 201, created.text
+    # A second environment of the same packages: one image, one build, for both rows.
+    world["api"].post(f"/api/v1/accounts/{world['slug']}/software-environments",
+                      json={"name": "ml-copy", "spec": SPEC}).raise_for_status()
     machine = EnvBuildMachine(ContextFactory(), InfraCache(), poll_interval=0)
     lock_hash = created.json()["lock_hash"]
-    with world["db"].session() as session:
-        machine.step(session, account(session, world["slug"]).id, lock_hash)
+    _step(world, machine, lock_hash)
     first = _env(world)
     assert first.build_state == "building" and first.builder_token
     (old_builder,) = _builders(world)
     # The build finished (as the console's "done" makes it) and its builder was terminated.
     world["ec2"].terminate_instances(InstanceIds=[old_builder])
     with world["db"].session() as session:
-        row = session.get(SoftwareEnvironment, first.id)
-        row.build_state, row.image_uri = "ready", f"registry.example/ml:{lock_hash}"
+        for row in session.scalars(select(SoftwareEnvironment)):
+            row.build_state, row.image_uri = "ready", f"registry.example/ml:{lock_hash}"
+            row.created_at -= timedelta(hours=2)  # made long before the image went missing
         session.commit()
 
     # A cluster's first launch finds the image gone from the (empty) registry: built again.
@@ -68,8 +78,8 @@ def test_an_image_gone_from_the_registry_gets_a_new_builder(world):
             cluster_software(session, acct, {"lock_hash": lock_hash, "name": "ml",
                                              "version": 1}, target)
     assert _env(world).build_state == "pending"
-    with world["db"].session() as session:
-        machine.step(session, account(session, world["slug"]).id, lock_hash)
+    _step(world, machine, lock_hash)
+    _step(world, machine, lock_hash)  # follows the new builder: its time counts from now
 
     again = _env(world)
     builders = _builders(world)
